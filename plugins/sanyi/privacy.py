@@ -1,0 +1,99 @@
+"""Resident ids (GB 11643): recognising them, keeping them out of everything Sanyi writes, pseudonyms.
+
+A resident id is 18 characters: 17 ASCII digits and a check character (a digit or upper-case ``X``)
+computed with ISO 7064 MOD 11-2. Only the form and the check character are checked (contracts.md),
+never the area code or the birth date. Ids are case-sensitive: a lower-case ``x`` is not valid.
+
+Masking replaces an id by the fixed token :data:`MASK` (``[resident-id]``) rather than keeping some of
+its characters: the first six characters are the area and the next eight the birth date, so even a
+partial id says something about the person, and a fixed token is impossible to mistake for data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from typing import Any
+
+MASK = "[resident-id]"
+
+_DIGITS = frozenset("0123456789")
+# Weights 2^(18-i) mod 11 for positions i = 1..17 (7, 9, 10, 5, …); with the check character (weight 1)
+# the weighted sum is ≡ 1 (mod 11).
+_WEIGHTS = tuple(pow(2, 18 - i, 11) for i in range(1, 18))
+_CHECK = "10X98765432"  # indexed by (weighted sum of the first 17 digits) mod 11
+
+# 17 digits and a check character, not preceded or followed by a further digit. The x/X case is
+# checked afterwards, so a lower-case variant is found by the masking pass (see mask_resident_ids).
+_CANDIDATE = re.compile(r"(?<![0-9])[0-9]{17}[0-9Xx](?![0-9])")
+
+
+def check_character(first17: str) -> str:
+    """The GB 11643 check character (``0``-``9`` or ``X``) for 17 ASCII digits."""
+    if len(first17) != 17 or not set(first17) <= _DIGITS:
+        raise ValueError("a resident id check character needs exactly 17 ASCII digits")
+    total = sum(int(c) * w for c, w in zip(first17, _WEIGHTS, strict=True))
+    return _CHECK[total % 11]
+
+
+def is_valid_resident_id(s: object) -> bool:
+    """True when ``s`` is an 18-character resident id with a correct check character (``X`` upper-case)."""
+    if not isinstance(s, str) or len(s) != 18:
+        return False
+    body = s[:17]
+    if not set(body) <= _DIGITS:
+        return False
+    return s[17] == check_character(body)
+
+
+def find_resident_ids(text: str) -> list[str]:
+    """The valid resident ids in ``text`` that are not adjacent to further digits, in order of appearance.
+
+    This is the contract's definition behind rule ``resident_id_in_wrong_field``: an 18-digit window
+    inside a longer run of digits (a 20-digit trace code, say) is not an id.
+    """
+    return [m.group() for m in _CANDIDATE.finditer(text) if is_valid_resident_id(m.group())]
+
+
+def _is_id_like(candidate: str) -> bool:
+    # Masking errs on the side of privacy: a lower-case x is an invalid id for the contract but is
+    # still somebody's id, so it is masked too.
+    return is_valid_resident_id(candidate[:17] + candidate[17].upper())
+
+
+def mask_resident_ids(text: str) -> str:
+    """``text`` with every resident id replaced by :data:`MASK`.
+
+    Masks what :func:`find_resident_ids` finds, plus ids whose check character is a lower-case
+    ``x`` (invalid for the contract, still personal data).
+    """
+    if len(text) < 18:
+        return text
+    return _CANDIDATE.sub(lambda m: MASK if _is_id_like(m.group()) else m.group(), text)
+
+
+def mask_in(value: Any) -> Any:
+    """A copy of a JSON-like value (dicts, lists, strings, scalars) with resident ids masked in every
+    string, dictionary keys included; other values are returned unchanged."""
+    if isinstance(value, str):
+        return mask_resident_ids(value)
+    if isinstance(value, dict):
+        return {mask_in(k): mask_in(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [mask_in(v) for v in value]
+    return value
+
+
+def pseudonymise(key: bytes, resident_id: str) -> str:
+    """The pseudonym of a resident id: HMAC-SHA256 of its UTF-8 bytes under the platform key, as 64
+    lower-case hex characters.
+
+    The id is used exactly as given (ids are case-sensitive; no normalisation), so the same person
+    gets the same pseudonym from every agency as long as the key is the same.
+    """
+    if not isinstance(key, bytes | bytearray) or not key:
+        raise ValueError("pseudonymise needs a non-empty key (bytes)")
+    if not isinstance(resident_id, str):
+        raise TypeError("pseudonymise takes the resident id as a str")
+    return hmac.new(bytes(key), resident_id.encode("utf-8"), hashlib.sha256).hexdigest()

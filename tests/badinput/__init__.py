@@ -1,0 +1,1 @@
+"""Bad-input corpus: broken drops of every kind an agency can produce, and the tests that run them."""

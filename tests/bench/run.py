@@ -1,0 +1,421 @@
+"""``make bench``: ingest and indicator benchmarks, measured side by side in one run on the same files.
+
+Sizes scale with ``BENCH_LINES`` (default 1,000,000 = N):
+
+- ingest records/s of Sanyi's real ingest (``discover`` is timed apart; ``process_file`` = read, parse,
+  validate, pseudonymise, write, commit, quarantine, receipt) for an N-line settlements NDJSON and an
+  N-line trace-events CSV (1 % invalid records each), next to record-by-record ``jsonschema`` (Sanyi's
+  reference validator, and the bare ``jsonschema`` package) and a raw Arrow parse of the same files;
+- peak resident memory of the ingest process for N and 5N lines of NDJSON;
+- indicator computation time for a generated month of N, 5N and 10N settlement lines (and as many trace
+  events).
+
+Every measurement that needs its own memory runs in a child process. Results are printed as a table and
+written to ``$SANYI_HOME/bench/results.json``. The generated files live in ``$SANYI_HOME/bench/work`` and
+are deleted at the end unless ``BENCH_KEEP=1``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+JSONSCHEMA_SAMPLE = 20_000  # lines validated record by record (the rate is per record; the file is the same)
+TARGETS = {
+    "ratio_vs_jsonschema": 25.0,
+    "ratio_vs_raw_parse": 0.4,
+    "peak_rss_mib_5x": 1536.0,
+    "indicators_seconds_10x": 120.0,
+}
+
+
+def _lines() -> int:
+    return max(int(os.environ.get("BENCH_LINES", "1000000")), 100)
+
+
+def _home() -> Path:
+    return Path(os.environ.get("SANYI_HOME", "var")).expanduser().resolve()
+
+
+def _child(*args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run ``python -m tests.bench.run --child …`` and return the JSON it prints last."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.bench.run", "--child", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=Path(__file__).parents[2],
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench child {args} failed:\n{proc.stdout}\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+# ============================================================================================ children
+def child_ingest(fmt: str, path: str, work: str) -> dict[str, Any]:
+    """Ingest one file into a fresh SANYI_HOME with Sanyi's real code; time it and report peak memory."""
+    home = Path(work)
+    shutil.rmtree(home, ignore_errors=True)
+    os.environ["SANYI_HOME"] = str(home)
+    os.environ.setdefault("SANYI_PSEUDONYM_KEY", "bench-pseudonym-key")
+    os.environ["SANYI_MAX_FILE_BYTES"] = str(64 << 30)
+    for var in (
+        "SANYI_LANDING_URL",
+        "SANYI_RECEIPTS_URL",
+        "SANYI_PUBLISHED_URL",
+        "SANYI_WAREHOUSE_URL",
+        "SANYI_CATALOG_URI",
+    ):
+        os.environ.pop(var, None)
+    from sanyi.config import Settings
+    from sanyi.ingest import discover, process_file
+    from sanyi.warehouse import Warehouse
+
+    settings = Settings.from_env()
+    key = ("insurance/settlements" if fmt == "ndjson" else "traceability/trace_events") + "/2024-10-31/"
+    key += Path(path).name
+    target = Path(settings.landing_url) / key
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.link(path, target)  # the same bytes, not a copy
+    Warehouse(settings=settings).ensure_all()  # table creation is not part of a file's load
+    t0 = time.perf_counter()
+    (file_id,) = discover(settings)
+    t1 = time.perf_counter()
+    receipt = process_file(settings, file_id)
+    t2 = time.perf_counter()
+    return {
+        "discover_seconds": t1 - t0,
+        "process_seconds": t2 - t1,
+        "read": receipt.read,
+        "loaded": receipt.loaded,
+        "rejected": receipt.rejected,
+        "duplicates": receipt.duplicate_records,
+        "status": receipt.status,
+        "peak_rss_mib": _peak_rss_mib(),
+    }
+
+
+def child_indicators(sizes: str) -> dict[str, Any]:
+    """For each size: generate a month of that many settlement lines and trace events as Arrow tables,
+    register them in a fresh DuckDB connection, and time ``sanyi.indicators.compute`` on it."""
+    import gc
+
+    import duckdb
+    from tests.bench import generate
+
+    from sanyi import indicators
+    from sanyi.warehouse import register
+
+    out = {}
+    for size in sizes.split(","):
+        t0 = time.perf_counter()
+        tables = generate.month_tables(int(size))
+        t1 = time.perf_counter()
+        conn = duckdb.connect()
+        for name, table in tables.items():
+            register(conn, name, table)
+        t2 = time.perf_counter()
+        results, findings = indicators.compute(
+            conn, generate.MONTH, now=datetime(2024, 11, 20, 2, tzinfo=UTC)
+        )
+        t3 = time.perf_counter()
+        out[size] = {
+            "generate_seconds": t1 - t0,
+            "compute_seconds": t3 - t2,
+            "results": results.num_rows,
+            "findings": findings.num_rows,
+        }
+        conn.close()
+        del tables, conn, results, findings
+        gc.collect()
+    return out
+
+
+# ============================================================================================ baselines
+def _best(fn: Any, repeat: int = 3) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def raw_parse(ndjson: Path, csv_path: Path) -> dict[str, float]:
+    """Arrow's own readers on the same files, no validation: the practical ceiling.
+
+    A strict JSON read stops at the first value of the wrong type (that is what validation is for), so the
+    NDJSON rate is measured on the same file without its lines Arrow cannot read at all (about 0.2 %: a
+    number written as a string, an unknown field) — all the parse work of the file, none of the checks."""
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+    import pyarrow.json as pa_json
+
+    from sanyi import contracts, fastpath
+
+    schema = fastpath._plan(contracts.get_dataset("insurance", "settlements")).json_schema
+    readable, kept = _readable_copy(ndjson)
+    names = csv_path.open(encoding="utf-8").readline().strip().split(",")
+    csv_lines = _count_lines(csv_path) - 1
+
+    def json_read(threads: bool) -> None:
+        pa_json.read_json(
+            str(readable),
+            read_options=pa_json.ReadOptions(use_threads=threads),
+            parse_options=pa_json.ParseOptions(explicit_schema=schema),
+        )
+
+    def csv_read(threads: bool) -> None:
+        pa_csv.read_csv(
+            str(csv_path),
+            read_options=pa_csv.ReadOptions(use_threads=threads),
+            convert_options=pa_csv.ConvertOptions(column_types={n: pa.string() for n in names}),
+        )
+
+    out = {
+        "raw_parse_ndjson_rps": kept / _best(lambda: json_read(True)),
+        "raw_parse_ndjson_1thread_rps": kept / _best(lambda: json_read(False)),
+        "raw_parse_csv_rps": csv_lines / _best(lambda: csv_read(True)),
+        "raw_parse_csv_1thread_rps": csv_lines / _best(lambda: csv_read(False)),
+        "raw_parse_ndjson_lines": kept,
+    }
+    readable.unlink()
+    return out
+
+
+def _readable_copy(ndjson: Path) -> tuple[Path, int]:
+    """``ndjson`` without the lines a strict Arrow read stops at (found as the fast path screens them)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from sanyi import contracts, fastpath
+
+    plan = fastpath._plan(contracts.get_dataset("insurance", "settlements"))
+    out = ndjson.with_suffix(".readable.ndjson")
+    kept = 0
+    with ndjson.open("rb") as src, out.open("wb") as dst:
+        carry = b""
+        while block := src.read(32 << 20):
+            data = carry + block
+            cut = data.rfind(b"\n") + 1
+            data, carry = data[:cut], data[cut:]
+            lines = pa.array(data.split(b"\n")[:-1], pa.string())
+            screened = pa.array(fastpath._screened(plan, lines), pa.int64())
+            bad = pc.or_(
+                pc.invert(pc.starts_with(lines, "{")),
+                pc.is_in(pa.array(range(len(lines)), pa.int64()), value_set=screened),
+            )
+            good = pc.filter(lines, pc.invert(bad)).to_pylist()
+            dst.write(("\n".join(good) + "\n").encode())
+            kept += len(good)
+    return out, kept
+
+
+def jsonschema_rates(ndjson: Path, csv_path: Path, sample: int) -> dict[str, float]:
+    """Record-by-record validation of the first ``sample`` records of each file: Sanyi's reference
+    (``parse_json_record`` / ``record_from_csv`` + ``validate_record``, i.e. the ``jsonschema`` package with
+    Sanyi's exact number and date rules and the business rules), and the bare package (``json.loads`` +
+    ``Draft202012Validator`` with a format checker, no business rules)."""
+    import csv
+    import itertools
+
+    import jsonschema
+
+    from sanyi import contracts, validation
+
+    settle = contracts.get_dataset("insurance", "settlements")
+    trace = contracts.get_dataset("traceability", "trace_events")
+    with ndjson.open(encoding="utf-8") as fh:
+        nd = list(itertools.islice(fh, sample))
+    with csv_path.open(encoding="utf-8", newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader)
+        rows = list(itertools.islice(reader, sample))
+
+    def reference_nd() -> None:
+        for line in nd:
+            validation.validate_record(settle, contracts.parse_json_record(line))
+
+    def plain_nd() -> None:
+        check = jsonschema.Draft202012Validator(
+            json.loads(settle.path.read_text()), format_checker=jsonschema.FormatChecker()
+        )
+        for line in nd:
+            list(check.iter_errors(json.loads(line)))
+
+    def reference_csv() -> None:
+        for row in rows:
+            validation.validate_record(
+                trace, contracts.record_from_csv(trace, dict(zip(header, row, strict=True)))
+            )
+
+    return {
+        "jsonschema_ndjson_rps": len(nd) / _best(reference_nd, 1),
+        "jsonschema_plain_ndjson_rps": len(nd) / _best(plain_nd, 1),
+        "jsonschema_csv_rps": len(rows) / _best(reference_csv, 1),
+    }
+
+
+def _count_lines(path: Path) -> int:
+    count = 0
+    with path.open("rb") as fh:
+        while block := fh.read(1 << 24):
+            count += block.count(b"\n")
+    return count
+
+
+# ================================================================================================= main
+def run() -> dict[str, Any]:
+    from tests.bench import generate
+
+    n = _lines()
+    out_dir = _home() / "bench"
+    work = out_dir / "work"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    started = time.perf_counter()
+    res: dict[str, Any] = {
+        "lines": n,
+        "cpu_count": os.cpu_count(),
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "load_average_at_start": list(os.getloadavg()),
+    }
+    try:
+        import pyarrow
+
+        res["pyarrow"] = pyarrow.__version__
+        print(f"generating files ({n:,} and {5 * n:,} lines)…", flush=True)
+        nd = work / f"settlements-{n}.ndjson"
+        nd5 = work / f"settlements-{5 * n}.ndjson"
+        csv_path = work / f"trace_events-{n}.csv"
+        generate.write_lines(nd, generate.settlements_batches(n))
+        generate.write_lines(csv_path, generate.trace_events_batches(n), header=generate.TRACE_HEADER)
+        generate.write_lines(nd5, generate.settlements_batches(5 * n))
+        res["file_bytes"] = {
+            "ndjson": nd.stat().st_size,
+            "csv": csv_path.stat().st_size,
+            "ndjson_5x": nd5.stat().st_size,
+        }
+
+        print("raw parse and record-by-record jsonschema…", flush=True)
+        res.update(raw_parse(nd, csv_path))
+        res.update(jsonschema_rates(nd, csv_path, min(JSONSCHEMA_SAMPLE, n)))
+
+        print("ingest (child processes)…", flush=True)
+        ingest_nd = _child("ingest", "ndjson", str(nd), str(work / "home-ndjson"))
+        ingest_csv = _child("ingest", "csv", str(csv_path), str(work / "home-csv"))
+        ingest_nd5 = _child("ingest", "ndjson", str(nd5), str(work / "home-ndjson-5x"))
+        res["ingest"] = {"ndjson": ingest_nd, "csv": ingest_csv, "ndjson_5x": ingest_nd5}
+        res["ingest_ndjson_rps"] = ingest_nd["read"] / ingest_nd["process_seconds"]
+        res["ingest_csv_rps"] = ingest_csv["read"] / ingest_csv["process_seconds"]
+        res["ingest_ndjson_5x_rps"] = ingest_nd5["read"] / ingest_nd5["process_seconds"]
+        res["ratio_vs_jsonschema"] = {
+            "ndjson": res["ingest_ndjson_rps"] / res["jsonschema_ndjson_rps"],
+            "csv": res["ingest_csv_rps"] / res["jsonschema_csv_rps"],
+        }
+        res["ratio_vs_raw_parse"] = {
+            "ndjson": res["ingest_ndjson_rps"] / res["raw_parse_ndjson_rps"],
+            "ndjson_vs_1thread": res["ingest_ndjson_rps"] / res["raw_parse_ndjson_1thread_rps"],
+            "csv": res["ingest_csv_rps"] / res["raw_parse_csv_rps"],
+        }
+        res["peak_rss_mib"] = {str(n): ingest_nd["peak_rss_mib"], str(5 * n): ingest_nd5["peak_rss_mib"]}
+        for path in (nd5,):
+            path.unlink(missing_ok=True)
+        shutil.rmtree(work / "home-ndjson-5x", ignore_errors=True)
+
+        print("indicators (child processes)…", flush=True)
+        res["indicators"] = _child("indicators", f"{n},{5 * n},{10 * n}")
+        res["indicators_seconds"] = {k: v["compute_seconds"] for k, v in res["indicators"].items()}
+    finally:
+        if os.environ.get("BENCH_KEEP") != "1":
+            shutil.rmtree(work, ignore_errors=True)
+    res["bench_seconds"] = time.perf_counter() - started
+    res["load_average_at_end"] = list(os.getloadavg())
+    res["targets"] = TARGETS
+    res["meets_targets"] = {
+        "ratio_vs_jsonschema": min(res["ratio_vs_jsonschema"].values()) >= TARGETS["ratio_vs_jsonschema"],
+        "ratio_vs_raw_parse": res["ratio_vs_raw_parse"]["ndjson"] >= TARGETS["ratio_vs_raw_parse"],
+        "peak_rss_mib_5x": res["peak_rss_mib"][str(5 * n)] <= TARGETS["peak_rss_mib_5x"],
+        "indicators_seconds_10x": res["indicators_seconds"][str(10 * n)] <= TARGETS["indicators_seconds_10x"],
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(res, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return res
+
+
+def table(res: dict[str, Any]) -> str:
+    n = res["lines"]
+    rows = [
+        ("ingest NDJSON settlements", f"{res['ingest_ndjson_rps']:,.0f} rec/s", f"{n:,} lines"),
+        ("ingest CSV trace events", f"{res['ingest_csv_rps']:,.0f} rec/s", f"{n:,} lines"),
+        (
+            "jsonschema, Sanyi reference (NDJSON)",
+            f"{res['jsonschema_ndjson_rps']:,.0f} rec/s",
+            "record by record",
+        ),
+        ("jsonschema, bare package (NDJSON)", f"{res['jsonschema_plain_ndjson_rps']:,.0f} rec/s", "no rules"),
+        ("jsonschema, Sanyi reference (CSV)", f"{res['jsonschema_csv_rps']:,.0f} rec/s", "record by record"),
+        (
+            "raw pyarrow.json.read_json",
+            f"{res['raw_parse_ndjson_rps']:,.0f} rec/s",
+            f"1 thread: {res['raw_parse_ndjson_1thread_rps']:,.0f}",
+        ),
+        (
+            "raw pyarrow.csv.read_csv",
+            f"{res['raw_parse_csv_rps']:,.0f} rec/s",
+            f"1 thread: {res['raw_parse_csv_1thread_rps']:,.0f}",
+        ),
+        (
+            "ratio vs jsonschema",
+            f"{res['ratio_vs_jsonschema']['ndjson']:.1f}x NDJSON",
+            f"{res['ratio_vs_jsonschema']['csv']:.1f}x CSV (target 25x)",
+        ),
+        (
+            "ratio vs raw parse",
+            f"{res['ratio_vs_raw_parse']['ndjson']:.2f}x NDJSON",
+            f"{res['ratio_vs_raw_parse']['csv']:.2f}x CSV; vs 1-thread NDJSON "
+            f"{res['ratio_vs_raw_parse']['ndjson_vs_1thread']:.2f}x (target 0.4x)",
+        ),
+    ]
+    rows += [
+        (f"peak RSS, {int(k):,} NDJSON lines", f"{v:,.0f} MiB", "target 1536 MiB at 5N")
+        for k, v in res["peak_rss_mib"].items()
+    ]
+    rows += [
+        (f"indicators, {int(k):,}-line month", f"{v:.1f} s", "target 120 s at 10N")
+        for k, v in res["indicators_seconds"].items()
+    ]
+    rows.append(("cores", str(res["cpu_count"]), f"load average {res['load_average_at_start']}"))
+    width = max(len(r[0]) for r in rows)
+    return "\n".join(f"{a:<{width}}  {b:>18}  {c}" for a, b, c in rows)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) > 1 and argv[1] == "--child":
+        kind, *args = argv[2:]
+        out = child_ingest(*args) if kind == "ingest" else child_indicators(*args)
+        print(json.dumps(out))
+        return 0
+    res = run()
+    print(table(res))
+    print(f"\nresults: {_home() / 'bench' / 'results.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

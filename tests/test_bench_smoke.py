@@ -1,0 +1,58 @@
+"""A small run of ``make bench`` (python -m tests.bench.run) end to end: files generated, every
+measurement taken, the table printed and results.json written with the keys runs are compared by."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+KEYS = {
+    "ingest_ndjson_rps",
+    "ingest_csv_rps",
+    "jsonschema_ndjson_rps",
+    "raw_parse_ndjson_rps",
+    "raw_parse_csv_rps",
+    "ratio_vs_jsonschema",
+    "ratio_vs_raw_parse",
+    "peak_rss_mib",
+    "indicators_seconds",
+    "cpu_count",
+}
+
+
+def test_bench_runs_small_and_writes_comparable_results(tmp_path):
+    lines = 1500
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SANYI_")}
+    env.update(SANYI_HOME=str(tmp_path / "home"), BENCH_LINES=str(lines), PYTHONPATH=str(ROOT / "plugins"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.bench.run"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "ingest NDJSON settlements" in proc.stdout and "ratio vs raw parse" in proc.stdout
+
+    res = json.loads((tmp_path / "home" / "bench" / "results.json").read_text())
+    assert KEYS <= set(res)
+    assert res["cpu_count"] == os.cpu_count()
+    assert set(res["peak_rss_mib"]) == {str(lines), str(5 * lines)}
+    assert set(res["indicators_seconds"]) == {str(lines), str(5 * lines), str(10 * lines)}
+    # The measurements are of real work: every generated record read, about 1 % of them rejected.
+    for fmt in ("ndjson", "csv"):
+        run = res["ingest"][fmt]
+        assert run["read"] == lines and run["loaded"] + run["rejected"] + run["duplicates"] == lines
+        assert 0 < run["rejected"] < lines * 0.05
+    assert res["ingest"]["ndjson_5x"]["read"] == 5 * lines
+    assert all(res["indicators"][k]["results"] > 0 for k in res["indicators"])
+    for key in ("ingest_ndjson_rps", "ingest_csv_rps", "jsonschema_ndjson_rps", "raw_parse_ndjson_rps"):
+        assert res[key] > 0
+    assert res["ratio_vs_jsonschema"]["ndjson"] == res["ingest_ndjson_rps"] / res["jsonschema_ndjson_rps"]
+    # The generated files are removed (they are large at full size).
+    assert not (tmp_path / "home" / "bench" / "work").exists()

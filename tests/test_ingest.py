@@ -1,0 +1,182 @@
+"""Ingestion of single files through the library (no Airflow): receipts, counts, keys, privacy."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import hmac
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from samples import division, ndjson, resident_id, settlement
+from sanyi.ingest import discover, process_file
+from sanyi.ledger import Ledger
+from sanyi.storage import open_bucket
+from sanyi.warehouse import QUARANTINE, Warehouse
+
+T0 = datetime(2024, 10, 2, 1, 0, tzinfo=UTC)
+
+
+def drop(settings, key: str, data: bytes, *, at: datetime = T0) -> None:
+    open_bucket(settings.landing_url).put(key, data, last_modified=at)
+
+
+def run(settings) -> dict[str, dict]:
+    """Discover and process everything pending; return receipts by key."""
+    out = {}
+    for file_id in discover(settings):
+        r = process_file(settings, file_id)
+        out[r.file] = r
+    return out
+
+
+def receipt_json(settings, key: str) -> dict:
+    return json.loads(open_bucket(settings.receipts_url).read_bytes(f"{key}.receipt.json"))
+
+
+def rows(settings, table: str) -> list[dict]:
+    return Warehouse(settings=settings).scan(table).to_pylist()
+
+
+SETTLE_KEY = "insurance/settlements/2024-10-01/s1.ndjson"
+
+
+def test_good_and_bad_records_receipt_errors_quarantine_and_pseudonyms(settings):
+    good = [settlement(i) for i in (1, 2, 3)]
+    bad_amount = settlement(4, amount=21.00)  # 3 × 6.665 = 19.995 → 20.00, not 21.00
+    bad_id_in_field = settlement(5, settlement_id=resident_id(99))
+    drop(settings, SETTLE_KEY, ndjson([*good, bad_amount, bad_id_in_field]))
+    run(settings)
+
+    r = receipt_json(settings, SETTLE_KEY)
+    assert r["status"] == "loaded_with_rejections"
+    assert r["counts"] == {"read": 5, "loaded": 3, "rejected": 2, "duplicate_records": 0}
+    assert r["dataset"] == "insurance/settlements" and r["schema_version"] == "v1"
+    assert r["sha256"] == hashlib.sha256(open_bucket(settings.landing_url).read_bytes(SETTLE_KEY)).hexdigest()
+    assert isinstance(r["snapshot_id"], int)
+
+    errors_text = open_bucket(settings.receipts_url).read_bytes(SETTLE_KEY + ".errors.ndjson").decode()
+    errors = [json.loads(line) for line in errors_text.splitlines()]
+    assert {e["line"] for e in errors} == {4, 5}
+    assert all({"line", "path", "rule", "message"} <= set(e) for e in errors)
+    assert any(e["line"] == 4 and e["path"] == "/amount" for e in errors)
+    assert any(e["line"] == 5 and e["rule"] == "resident_id_in_wrong_field" for e in errors)
+
+    loaded = rows(settings, "insurance.settlements")
+    assert len(loaded) == 3
+    key = settings.pseudonym_key
+    expected = {hmac.new(key, resident_id(i).encode(), hashlib.sha256).hexdigest() for i in (1, 2, 3)}
+    assert {r["patient_id"] for r in loaded} == expected
+    assert {r["_line_no"] for r in loaded} == {1, 2, 3}
+
+    quarantined = rows(settings, QUARANTINE)
+    assert sorted(q["line_no"] for q in quarantined) == [4, 5]
+    everything = json.dumps(quarantined, default=str) + errors_text + json.dumps(r)
+    for i in (1, 2, 3, 4, 5, 99):
+        assert resident_id(i) not in everything
+
+
+def test_replay_is_a_noop_and_same_bytes_on_another_date_are_duplicate_records(settings):
+    data = ndjson([settlement(1), settlement(2)])
+    drop(settings, SETTLE_KEY, data)
+    run(settings)
+    snaps = len(Warehouse(settings=settings).catalog.load_table("insurance.settlements").snapshots())
+
+    drop(settings, "insurance/settlements/2024-10-01/copy.ndjson", data, at=T0 + timedelta(hours=1))
+    drop(settings, "insurance/settlements/2024-10-02/s1.ndjson", data, at=T0 + timedelta(hours=2))
+    run(settings)
+
+    replay = receipt_json(settings, "insurance/settlements/2024-10-01/copy.ndjson")
+    assert replay["status"] == "duplicate"
+    assert replay["counts"] == {"read": 0, "loaded": 0, "rejected": 0, "duplicate_records": 0}
+    other_day = receipt_json(settings, "insurance/settlements/2024-10-02/s1.ndjson")
+    assert other_day["status"] == "loaded"
+    assert other_day["counts"] == {"read": 2, "loaded": 0, "rejected": 0, "duplicate_records": 2}
+    assert len(rows(settings, "insurance.settlements")) == 2
+    table = Warehouse(settings=settings).catalog.load_table("insurance.settlements")
+    assert len(table.snapshots()) == snaps  # neither file committed anything
+
+
+def test_in_file_duplicate_keys_count_as_duplicates(settings):
+    drop(settings, SETTLE_KEY, ndjson([settlement(1), settlement(1, fund_paid=1.00)]))
+    run(settings)
+    r = receipt_json(settings, SETTLE_KEY)
+    assert r["counts"] == {"read": 2, "loaded": 1, "rejected": 0, "duplicate_records": 1}
+    assert [x["fund_paid"] for x in rows(settings, "insurance.settlements")] == [pytest.approx(12)]
+
+
+def test_upsert_latest_business_date_wins_whatever_the_processing_order(settings):
+    later = "health/divisions/2024-10-05/d.ndjson"
+    earlier = "health/divisions/2024-10-01/d.ndjson"
+    drop(settings, later, ndjson([division(name="新名")]), at=T0)
+    run(settings)
+    drop(
+        settings, earlier, ndjson([division(name="旧名"), division("330106", name="西湖区")]), at=T0 + timedelta(days=1)
+    )
+    run(settings)
+    names = {r["division_code"]: r["name"] for r in rows(settings, "health.divisions")}
+    assert names == {"330102": "新名", "330106": "西湖区"}
+
+
+@pytest.mark.parametrize(
+    ("key", "data", "reason"),
+    [
+        ("health/settlements/2024-10-01/x.ndjson", b"{}\n", "belongs to agency insurance"),
+        ("pharma/settlements/2024-10-01/x.ndjson", b"{}\n", "agency"),
+        ("insurance/settlements/2024-02-30/x.ndjson", b"{}\n", "not a real"),
+        ("insurance/settlements/x.ndjson", b"{}\n", "drop convention"),
+        ("insurance/settlements/2024-10-01/x.xlsx", b"{}\n", "not accepted"),
+        ("insurance/settlements/2024-10-01/x.ndjson.gz", b"not gzip", "not gzip"),
+        (
+            "insurance/settlements/2024-10-01/t.ndjson.gz",
+            gzip.compress(ndjson([settlement(i) for i in range(50)]))[:300],
+            "corrupt or truncated",
+        ),
+        ("insurance/settlements/2024-10-01/x.ndjson", b'{"a": "\xff"}\n', "not valid UTF-8"),
+        ("insurance/settlements/2024-10-01/x.csv", b"settlement_id,trace_codes\n", "arrays are not allowed in CSV"),
+        ("insurance/settlements/2024-10-01/x.parquet", b"PAR1 not really", "Parquet"),
+    ],
+)
+def test_files_rejected_whole_get_one_receipt_with_a_reason(settings, key, data, reason):
+    drop(settings, key, data)
+    run(settings)
+    r = receipt_json(settings, key)
+    assert r["status"] == "rejected"
+    assert reason in r["reason"]
+    assert r["counts"]["loaded"] == 0
+    (row,) = Ledger(settings=settings).all()
+    assert row.status == "rejected"
+
+
+def test_zero_record_file_is_loaded_and_counts_as_received(settings):
+    drop(settings, SETTLE_KEY, b"\n  \n")
+    run(settings)
+    r = receipt_json(settings, SETTLE_KEY)
+    assert r["status"] == "loaded" and r["counts"]["read"] == 0
+
+
+def test_redrop_with_changed_bytes_is_a_new_submission_and_keeps_the_old_receipt(settings):
+    drop(settings, SETTLE_KEY, ndjson([settlement(1)]))
+    run(settings)
+    first = receipt_json(settings, SETTLE_KEY)
+    drop(settings, SETTLE_KEY, ndjson([settlement(2)]), at=T0 + timedelta(hours=3))
+    run(settings)
+    second = receipt_json(settings, SETTLE_KEY)
+    assert second["sha256"] != first["sha256"]
+    assert second["supersedes"] == [first["sha256"]]
+    archived = f"{SETTLE_KEY}.{first['sha256'][:12]}.receipt.json"
+    assert json.loads(open_bucket(settings.receipts_url).read_bytes(archived))["sha256"] == first["sha256"]
+    assert len(rows(settings, "insurance.settlements")) == 2
+    assert [r.status for r in Ledger(settings=settings).all()] == ["loaded", "loaded"]
+
+
+def test_rerun_after_processing_changes_nothing(settings):
+    drop(settings, SETTLE_KEY, ndjson([settlement(1), settlement(2, amount=1)]))
+    run(settings)
+    table = Warehouse(settings=settings).catalog.load_table("insurance.settlements")
+    before = len(table.snapshots())
+    assert run(settings) == {}
+    table = Warehouse(settings=settings).catalog.load_table("insurance.settlements")
+    assert len(table.snapshots()) == before

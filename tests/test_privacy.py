@@ -1,0 +1,161 @@
+"""Resident-id recognition, masking and pseudonyms (sanyi.privacy).
+
+Every id here is synthetic: a made-up body whose check character is computed below with the
+ISO 7064 MOD 11-2 formula written out independently of the code under test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import random
+
+import pytest
+
+from sanyi import privacy
+from sanyi.privacy import MASK, find_resident_ids, is_valid_resident_id, mask_in, mask_resident_ids, pseudonymise
+
+
+def iso7064_check(body17: str) -> str:
+    """ISO 7064 MOD 11-2, straight from the standard: the check value c makes
+    (sum of digit_i * 2^(18-i) for i=1..17) + c ≡ 1 (mod 11); c = 10 is written X."""
+    total = sum(int(d) * (2 ** (18 - i)) for i, d in enumerate(body17, start=1))
+    c = (1 - total) % 11
+    return "X" if c == 10 else str(c)
+
+
+def synthetic_id(seq: int, area: str = "990101", birth: str = "20000101") -> str:
+    body = f"{area}{birth}{seq % 1000:03d}"
+    return body + iso7064_check(body)
+
+
+def id_with_check(char: str) -> str:
+    """A synthetic id whose check character is ``char``."""
+    for seq in range(1000):
+        rid = synthetic_id(seq)
+        if rid[-1] == char:
+            return rid
+    raise AssertionError(f"no synthetic id with check character {char}")
+
+
+def wrong_check(rid: str) -> str:
+    return rid[:17] + ("0" if rid[17] != "0" else "1")
+
+
+ID = synthetic_id(7)
+ID_X = id_with_check("X")
+
+
+# ----------------------------------------------------------------------------------- check character
+@pytest.mark.parametrize("char", list("0123456789X"))
+def test_every_check_character_is_accepted_when_correct(char: str) -> None:
+    rid = id_with_check(char)
+    assert is_valid_resident_id(rid)
+    assert privacy.check_character(rid[:17]) == char
+
+
+def test_check_character_agrees_with_the_standard_formula_on_random_bodies() -> None:
+    rng = random.Random(11643)
+    for _ in range(500):
+        body = "".join(rng.choice("0123456789") for _ in range(17))
+        assert privacy.check_character(body) == iso7064_check(body)
+        assert is_valid_resident_id(body + iso7064_check(body))
+        assert not is_valid_resident_id(wrong_check(body + iso7064_check(body)))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        ID_X[:17] + "x",  # ids are case-sensitive: a lower-case x is invalid
+        ID[:17],  # 17 characters
+        ID + "0",  # 19 characters
+        " " + ID[1:],
+        "١" + ID[1:],  # an Arabic-Indic digit is a digit to str.isdigit, not to GB 11643
+        ID[:16] + "X" + ID[17],  # X only as the check character
+        None,
+        int(ID[:-1] + "0") if ID[-1] == "0" else 0,
+    ],
+)
+def test_invalid_forms_are_rejected(value: object) -> None:
+    assert not is_valid_resident_id(value)
+
+
+def test_wrong_check_character_is_rejected() -> None:
+    assert is_valid_resident_id(ID)
+    assert not is_valid_resident_id(wrong_check(ID))
+    assert not is_valid_resident_id(wrong_check(ID_X))
+
+
+def test_check_character_needs_17_ascii_digits() -> None:
+    with pytest.raises(ValueError):
+        privacy.check_character(ID[:16])
+
+
+# ------------------------------------------------------------------------------------------- finding
+def test_find_returns_ids_in_order_with_any_surrounding_non_digits() -> None:
+    text = f"patient {ID}, spouse:{ID_X};"
+    assert find_resident_ids(text) == [ID, ID_X]
+    assert find_resident_ids(f"H{ID}") == [ID]  # letters are not further digits
+
+
+def test_find_ignores_ids_adjacent_to_further_digits_and_invalid_ones() -> None:
+    assert find_resident_ids("1" + ID) == []
+    assert find_resident_ids(ID + "2") == []
+    assert find_resident_ids(ID_X + "5") == []  # the X is followed by a digit
+    assert find_resident_ids(wrong_check(ID)) == []
+    assert find_resident_ids(ID_X[:17] + "x") == []
+    # A 20-digit trace code contains 18-digit windows but no id.
+    trace = ID + "12"
+    assert find_resident_ids(trace) == []
+
+
+# ------------------------------------------------------------------------------------------- masking
+def test_mask_replaces_each_id_with_a_fixed_token() -> None:
+    masked = mask_resident_ids(f"{ID} and {ID_X}!")
+    assert masked == f"{MASK} and {MASK}!"
+    assert ID not in masked and ID_X not in masked
+
+
+def test_mask_also_hides_a_lower_case_x_variant_but_leaves_non_ids() -> None:
+    lower = ID_X[:17] + "x"
+    assert mask_resident_ids(f"[{lower}]") == f"[{MASK}]"
+    assert mask_resident_ids(wrong_check(ID)) == wrong_check(ID)
+    trace = ID + "12"
+    assert mask_resident_ids(trace) == trace
+    assert mask_resident_ids("short") == "short"
+
+
+def test_mask_in_walks_nested_values_and_keys() -> None:
+    value = {"a": [ID, {"b": f"x{ID_X}"}], ID: 3, "n": 1.5, "none": None}
+    masked = mask_in(value)
+    assert masked == {"a": [MASK, {"b": f"x{MASK}"}], MASK: 3, "n": 1.5, "none": None}
+    assert ID in str(value)  # the input is not modified
+
+
+# ---------------------------------------------------------------------------------------- pseudonyms
+def test_pseudonym_is_hmac_sha256_hex_of_the_id() -> None:
+    key = b"k" * 32
+    expected = hmac.new(key, ID.encode(), hashlib.sha256).hexdigest()
+    p = pseudonymise(key, ID)
+    assert p == expected
+    assert len(p) == 64 and set(p) <= set("0123456789abcdef")
+    assert ID not in p
+
+
+def test_pseudonym_is_stable_per_key_and_differs_across_keys_and_ids() -> None:
+    k1, k2 = b"platform-key-1", b"platform-key-2"
+    assert pseudonymise(k1, ID) == pseudonymise(k1, ID)
+    assert pseudonymise(k1, ID) != pseudonymise(k2, ID)
+    assert pseudonymise(k1, ID) != pseudonymise(k1, synthetic_id(8))
+
+
+def test_pseudonym_does_not_normalise_case() -> None:
+    key = b"platform-key"
+    assert pseudonymise(key, ID_X) != pseudonymise(key, ID_X[:17] + "x")
+
+
+def test_pseudonym_needs_a_key() -> None:
+    with pytest.raises(ValueError):
+        pseudonymise(b"", ID)
+    with pytest.raises(TypeError):
+        pseudonymise(b"key", 110101)  # type: ignore[arg-type]

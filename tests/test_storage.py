@@ -1,0 +1,33 @@
+from datetime import UTC, datetime
+
+import pytest
+
+from sanyi.storage import LocalBucket, UnsafeKey, check_key, open_bucket
+
+
+def test_local_bucket_round_trip_and_listing(tmp_path):
+    b = LocalBucket(root=tmp_path / "b")
+    when = datetime(2024, 10, 3, 1, 2, 3, tzinfo=UTC)
+    b.put("health/divisions/2024-10-01/a.ndjson", b"x", last_modified=when)
+    b.put("insurance/settlements/2024-10-01/b.csv", b"yz")
+    assert b.read_bytes("health/divisions/2024-10-01/a.ndjson") == b"x"
+    listed = {o.key: o for o in b.list()}
+    assert set(listed) == {"health/divisions/2024-10-01/a.ndjson", "insurance/settlements/2024-10-01/b.csv"}
+    assert listed["health/divisions/2024-10-01/a.ndjson"].last_modified == when
+    assert listed["insurance/settlements/2024-10-01/b.csv"].size == 2
+    assert [o.key for o in b.list("insurance/")] == ["insurance/settlements/2024-10-01/b.csv"]
+    b.delete("insurance/settlements/2024-10-01/b.csv")
+    assert not b.exists("insurance/settlements/2024-10-01/b.csv")
+
+
+@pytest.mark.parametrize("key", ["../x", "a/../../x", "/etc/passwd", "a//b", "", "a/./b"])
+def test_unsafe_keys_are_refused(key, tmp_path):
+    with pytest.raises(UnsafeKey):
+        check_key(key)
+    with pytest.raises(UnsafeKey):
+        LocalBucket(root=tmp_path).put(key, b"x")
+
+
+def test_open_bucket_by_url(tmp_path):
+    assert isinstance(open_bucket(str(tmp_path)), LocalBucket)
+    assert open_bucket("s3://bucket/prefix").url == "s3://bucket/prefix"
