@@ -20,6 +20,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -79,7 +80,8 @@ def moto_endpoint(tmp_path_factory) -> Iterator[str]:
         proc.kill()
 
 
-def _s3_env(settings, monkeypatch, endpoint: str, sanyi_endpoint: str) -> S3Env:
+def s3_profile(home: Path, monkeypatch: pytest.MonkeyPatch, endpoint: str, sanyi_endpoint: str) -> S3Env:
+    """Reset the store, create the buckets and set the S3 profile's environment (SANYI_HOME ``home``)."""
     req = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")
     urllib.request.urlopen(req, timeout=10).close()
     client = s3_client(endpoint)
@@ -95,8 +97,8 @@ def _s3_env(settings, monkeypatch, endpoint: str, sanyi_endpoint: str) -> S3Env:
         "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_EC2_METADATA_DISABLED": "true",
         # Keep a developer's ~/.aws (profiles, addressing style, proxies) out of the tests.
-        "AWS_CONFIG_FILE": str(settings.home / "no-aws-config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(settings.home / "no-aws-credentials"),
+        "AWS_CONFIG_FILE": str(home / "no-aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(home / "no-aws-credentials"),
         "SANYI_LANDING_URL": "s3://landing",
         "SANYI_RECEIPTS_URL": "s3://receipts",
         "SANYI_PUBLISHED_URL": "s3://published",
@@ -110,7 +112,7 @@ def _s3_env(settings, monkeypatch, endpoint: str, sanyi_endpoint: str) -> S3Env:
 @pytest.fixture
 def s3_settings(settings, monkeypatch, moto_endpoint) -> S3Env:
     """The S3 profile on fresh, empty buckets (SQLite catalog/ledger under the test's SANYI_HOME)."""
-    return _s3_env(settings, monkeypatch, moto_endpoint, moto_endpoint)
+    return s3_profile(settings.home, monkeypatch, moto_endpoint, moto_endpoint)
 
 
 @pytest.fixture
@@ -118,7 +120,7 @@ def fault_proxy(settings, monkeypatch, moto_endpoint) -> Iterator[tuple[S3Env, F
     """The S3 profile with Sanyi's endpoint behind a fault-injecting proxy."""
     proxy = FaultProxy(upstream_port=int(moto_endpoint.rsplit(":", 1)[1])).start()
     try:
-        yield _s3_env(settings, monkeypatch, moto_endpoint, proxy.url), proxy
+        yield s3_profile(settings.home, monkeypatch, moto_endpoint, proxy.url), proxy
     finally:
         proxy.stop()
 
@@ -157,17 +159,17 @@ def pg_user() -> str:
     return user
 
 
-@pytest.fixture
-def pg_catalog_uri(pg_user, monkeypatch) -> Iterator[str]:
-    """A fresh database for this test as ``SANYI_CATALOG_URI``; dropped afterwards."""
+@contextmanager
+def fresh_pg_database(user: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A new database as ``SANYI_CATALOG_URI`` while the block runs; dropped afterwards."""
     from sanyi import ledger
 
     name = f"sanyi_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    admin = _pg_connect(pg_user)
+    admin = _pg_connect(user)
     admin.autocommit = True
     with admin.cursor() as cur:
         cur.execute(f'CREATE DATABASE "{name}"')
-    uri = f"postgresql+psycopg2://{pg_user}@{PG_HOST}:{PG_PORT}/{name}"
+    uri = f"postgresql+psycopg2://{user}@{PG_HOST}:{PG_PORT}/{name}"
     monkeypatch.setenv("SANYI_CATALOG_URI", uri)
     try:
         yield uri
@@ -178,3 +180,10 @@ def pg_catalog_uri(pg_user, monkeypatch) -> Iterator[str]:
         with admin.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+@pytest.fixture
+def pg_catalog_uri(pg_user, monkeypatch) -> Iterator[str]:
+    """A fresh database for this test as ``SANYI_CATALOG_URI``; dropped afterwards."""
+    with fresh_pg_database(pg_user, monkeypatch) as uri:
+        yield uri

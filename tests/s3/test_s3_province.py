@@ -1,0 +1,62 @@
+"""The whole end-to-end test again, on the production profile: S3 over HTTP for every bucket and the
+warehouse, PostgreSQL for the catalog and ledger.
+
+The checks are those of ``tests/test_end_to_end.py``, imported so that they run here against this
+module's ``province`` fixture; only where the province lives differs. On S3 a file's arrival time is
+the moment it was put (S3 sets ``LastModified`` itself), so every seeded file arrives "late" here:
+the planted violations must still all show up, they are simply not the only timeliness findings.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from conftest import TEST_KEY
+from s3.conftest import fresh_pg_database, s3_profile
+from sanyi.config import Settings
+from sanyi.storage import S3Bucket, open_bucket
+from sanyi.warehouse import Warehouse
+from test_end_to_end import (  # noqa: F401 (collected here, against this module's fixture)
+    test_a_second_run_over_the_same_drops_changes_nothing,
+    test_both_dags_succeed,
+    test_counts_add_up_in_warehouse_and_quarantine,
+    test_every_dropped_file_has_one_terminal_state_and_one_receipt,
+    test_every_planted_violation_shows_up,
+    test_indicators_are_published_for_every_period,
+    test_no_raw_resident_id_leaves_the_landing_bucket,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.s3, pytest.mark.postgres]
+
+
+@pytest.fixture(scope="module")
+def province(tmp_path_factory, airflow_db, moto_endpoint, pg_user):
+    """The tiny province seeded into the S3 landing bucket and run end to end once, catalog in PostgreSQL."""
+    from sanyi.cli import run_pipeline
+    from sanyi.seed import generate
+
+    home = tmp_path_factory.mktemp("e2e-s3")
+    with pytest.MonkeyPatch.context() as mp:
+        for var in [v for v in os.environ if v.startswith("SANYI_")]:
+            mp.delenv(var)
+        mp.setenv("SANYI_HOME", str(home))
+        mp.setenv("SANYI_PSEUDONYM_KEY", TEST_KEY)
+        s3_profile(home, mp, moto_endpoint, moto_endpoint)
+        with fresh_pg_database(pg_user, mp):
+            settings = Settings.from_env()
+            landing = open_bucket(settings.landing_url, settings=settings)
+            report = generate(landing, seed=11, scale="tiny", pseudonym_key=TEST_KEY.encode())
+            outcome = run_pipeline(settings)
+            yield settings, report, outcome
+
+
+def test_the_province_really_lives_on_s3_and_postgres(province):
+    settings, _, _ = province
+    for url in (settings.landing_url, settings.receipts_url, settings.published_url):
+        assert isinstance(open_bucket(url, settings=settings), S3Bucket)
+    assert settings.catalog_uri.startswith("postgresql+psycopg2://")
+    table = Warehouse(settings=settings).table("insurance.settlements")
+    files = [task.file.file_path for task in table.scan().plan_files()]
+    assert files and all(f.startswith("s3://warehouse/iceberg/insurance/settlements/data/") for f in files)
