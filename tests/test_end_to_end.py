@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
-from conftest import TEST_KEY
+from conftest import TEST_KEY, sanyi_env
 from sanyi.config import Settings
 from sanyi.ledger import TERMINAL, Ledger
 from sanyi.storage import open_bucket
@@ -22,18 +20,12 @@ def province(tmp_path_factory, airflow_db):
     from sanyi.seed import generate
 
     home = tmp_path_factory.mktemp("e2e")
-    saved = {k: v for k, v in os.environ.items() if k.startswith("SANYI_")}
-    for k in saved:
-        del os.environ[k]
-    os.environ["SANYI_HOME"] = str(home)
-    os.environ["SANYI_PSEUDONYM_KEY"] = TEST_KEY
-    settings = Settings.from_env()
-    report = generate(open_bucket(settings.landing_url), seed=11, scale="tiny", pseudonym_key=TEST_KEY.encode())
-    outcome = run_pipeline(settings)
-    yield settings, report, outcome
-    for k in [k for k in os.environ if k.startswith("SANYI_")]:
-        del os.environ[k]
-    os.environ.update(saved)
+    with sanyi_env(home):
+        settings = Settings.from_env()
+        landing = open_bucket(settings.landing_url)
+        report = generate(landing, seed=11, scale="tiny", pseudonym_key=TEST_KEY.encode())
+        outcome = run_pipeline(settings)
+        yield settings, report, outcome
 
 
 def test_both_dags_succeed(province):

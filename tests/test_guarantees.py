@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import sanyi
-from conftest import TEST_KEY
+from conftest import TEST_KEY, sanyi_env
 from guarantees import assert_every_object_accounted_for, assert_no_resident_ids, current_rows, find_leaks
 from samples import division, ndjson, resident_id, settlement
 from sanyi import privacy
@@ -463,11 +463,7 @@ def planted(tmp_path_factory, airflow_db) -> Planted:
             logs[f"airflow log {path.name}"] = path.read_text(errors="replace")
 
     exports: dict[str, str] = {}
-    with pytest.MonkeyPatch.context() as mp:
-        for k in [k for k in os.environ if k.startswith("SANYI_")]:
-            mp.delenv(k)
-        for k, v in env.items():
-            mp.setenv(k, v)
+    with sanyi_env(home):
         # Publishing and the CLI in this process, Python logging captured to a file at DEBUG.
         handler = _file_handler(home / "publish.log")
         try:

@@ -10,13 +10,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from dataclasses import dataclass
 
 import pytest
 
 from badinput.corpus import CASES, FORMULAS, MAX_FILE_BYTES, Case, drop_corpus, keyed_cases
-from conftest import TEST_KEY
+from conftest import TEST_KEY, sanyi_env
 from guarantees import assert_every_object_accounted_for, current_rows
 from sanyi.config import Settings
 from sanyi.ingest import receipt_key
@@ -47,13 +46,7 @@ def corpus_run(tmp_path_factory, airflow_db) -> CorpusRun:
     from sanyi.cli import run_dag
 
     home = tmp_path_factory.mktemp("badinput")
-    with pytest.MonkeyPatch.context() as mp:
-        for var in [v for v in os.environ if v.startswith("SANYI_")]:
-            mp.delenv(var)
-        # The DAG's tasks read their settings from the environment.
-        mp.setenv("SANYI_HOME", str(home))
-        mp.setenv("SANYI_PSEUDONYM_KEY", TEST_KEY)
-        mp.setenv("SANYI_MAX_FILE_BYTES", str(MAX_FILE_BYTES))
+    with sanyi_env(home, SANYI_MAX_FILE_BYTES=str(MAX_FILE_BYTES)) as mp:
         settings = Settings.from_env()
         cases = drop_corpus(settings)
         untouchable = {k for k, c in cases.items() if c.never_read}

@@ -5,22 +5,17 @@
 - ``s3_settings``: fresh buckets (moto reset) and the ``SANYI_*``/``AWS_*`` environment of the S3
   profile; returns the resolved :class:`~sanyi.config.Settings`.
 - ``fault_proxy``: the same, with the endpoint behind :class:`~faultproxy.FaultProxy`.
-- ``pg_catalog_uri``: a fresh PostgreSQL database for one test (dropped afterwards) on the server at
-  127.0.0.1:5432; when none answers, ``ensure_postgres.sh`` installs and starts one.
 """
 
 from __future__ import annotations
 
-import getpass
 import os
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -31,7 +26,6 @@ from sanyi.config import Settings
 
 HERE = Path(__file__).resolve().parent
 BUCKETS = ("landing", "receipts", "published", "warehouse")
-PG_HOST, PG_PORT = "127.0.0.1", 5432
 
 
 def _free_port() -> int:
@@ -123,67 +117,3 @@ def fault_proxy(settings, monkeypatch, moto_endpoint) -> Iterator[tuple[S3Env, F
         yield s3_profile(settings.home, monkeypatch, moto_endpoint, proxy.url), proxy
     finally:
         proxy.stop()
-
-
-# ----------------------------------------------------------------------------------- PostgreSQL
-def _pg_connect(user: str, dbname: str = "postgres"):
-    import psycopg2
-
-    return psycopg2.connect(host=PG_HOST, port=PG_PORT, user=user, dbname=dbname, connect_timeout=3)
-
-
-def _pg_user() -> str | None:
-    import psycopg2
-
-    for user in dict.fromkeys(["postgres", "root", getpass.getuser()]):
-        try:
-            _pg_connect(user).close()
-            return user
-        except psycopg2.OperationalError:
-            continue
-    return None
-
-
-@pytest.fixture(scope="session")
-def pg_user() -> str:
-    """A superuser name on the PostgreSQL at 127.0.0.1:5432 (trust auth), starting one if needed."""
-    user = _pg_user()
-    if user is None:
-        script = HERE / "ensure_postgres.sh"
-        proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=900)
-        if proc.returncode != 0:
-            pytest.fail(f"{script} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-        user = _pg_user()
-    if user is None:
-        pytest.fail(f"no PostgreSQL accepting trust connections on {PG_HOST}:{PG_PORT}")
-    return user
-
-
-@contextmanager
-def fresh_pg_database(user: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A new database as ``SANYI_CATALOG_URI`` while the block runs; dropped afterwards."""
-    from sanyi import ledger
-
-    name = f"sanyi_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    admin = _pg_connect(user)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    uri = f"postgresql+psycopg2://{user}@{PG_HOST}:{PG_PORT}/{name}"
-    monkeypatch.setenv("SANYI_CATALOG_URI", uri)
-    try:
-        yield uri
-    finally:
-        engine = ledger._ENGINES.pop(uri, None)
-        if engine is not None:
-            engine.dispose()
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
-
-
-@pytest.fixture
-def pg_catalog_uri(pg_user, monkeypatch) -> Iterator[str]:
-    """A fresh database for this test as ``SANYI_CATALOG_URI``; dropped afterwards."""
-    with fresh_pg_database(pg_user, monkeypatch) as uri:
-        yield uri

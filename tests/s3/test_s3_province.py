@@ -9,12 +9,10 @@ the planted violations must still all show up, they are simply not the only time
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
-from conftest import TEST_KEY
-from s3.conftest import fresh_pg_database, s3_profile
+from conftest import TEST_KEY, fresh_pg_database, sanyi_env
+from s3.conftest import s3_profile
 from sanyi.config import Settings
 from sanyi.storage import S3Bucket, open_bucket
 from sanyi.warehouse import Warehouse
@@ -38,11 +36,7 @@ def province(tmp_path_factory, airflow_db, moto_endpoint, pg_user):
     from sanyi.seed import generate
 
     home = tmp_path_factory.mktemp("e2e-s3")
-    with pytest.MonkeyPatch.context() as mp:
-        for var in [v for v in os.environ if v.startswith("SANYI_")]:
-            mp.delenv(var)
-        mp.setenv("SANYI_HOME", str(home))
-        mp.setenv("SANYI_PSEUDONYM_KEY", TEST_KEY)
+    with sanyi_env(home) as mp:
         s3_profile(home, mp, moto_endpoint, moto_endpoint)
         with fresh_pg_database(pg_user, mp):
             settings = Settings.from_env()

@@ -7,8 +7,8 @@
 # superuser `postgres`) and starts it listening on 127.0.0.1 only (no other interface, no unix
 # socket in a shared directory). It does not touch the system's own clusters or their config.
 #
-#   tests/s3/ensure_postgres.sh          # start (or confirm) the server
-#   tests/s3/ensure_postgres.sh stop     # stop a cluster this script started
+#   tests/ensure_postgres.sh          # start (or confirm) the server
+#   tests/ensure_postgres.sh stop     # stop a cluster this script started
 set -euo pipefail
 
 PGPORT="${PGPORT:-5432}"
