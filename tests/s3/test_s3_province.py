@@ -1,5 +1,5 @@
-"""The whole end-to-end test again, on the production profile: S3 over HTTP for every bucket and the
-warehouse, PostgreSQL for the catalog and ledger.
+"""The whole end-to-end test again, on the two production-shaped profiles: S3 over HTTP for every bucket
+and the warehouse, with the catalog and ledger in SQLite, then in PostgreSQL.
 
 The checks are those of ``tests/test_end_to_end.py``, imported so that they run here against this
 module's ``province`` fixture; only where the province lives differs. On S3 a file's arrival time is
@@ -8,6 +8,8 @@ the planted violations must still all show up, they are simply not the only time
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import pytest
 
@@ -26,31 +28,33 @@ from test_end_to_end import (  # noqa: F401 (collected here, against this module
     test_no_raw_resident_id_leaves_the_landing_bucket,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.s3, pytest.mark.postgres]
+pytestmark = [pytest.mark.slow, pytest.mark.s3]
 
 
-@pytest.fixture(scope="module")
-def province(tmp_path_factory, airflow_db, moto_endpoint, pg_user):
-    """The tiny province seeded into the S3 landing bucket and run end to end once, catalog in PostgreSQL."""
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def province(request, tmp_path_factory, airflow_db, moto_endpoint):
+    """The tiny province seeded into the S3 landing bucket and run end to end once, per catalog database."""
     from sanyi.cli import run_pipeline
     from sanyi.seed import generate
 
-    home = tmp_path_factory.mktemp("e2e-s3")
-    with sanyi_env(home) as mp:
+    home = tmp_path_factory.mktemp(f"e2e-s3-{request.param}")
+    with sanyi_env(home) as mp, contextlib.ExitStack() as stack:
         s3_profile(home, mp, moto_endpoint, moto_endpoint)
-        with fresh_pg_database(pg_user, mp):
-            settings = Settings.from_env()
-            landing = open_bucket(settings.landing_url, settings=settings)
-            report = generate(landing, seed=11, scale="tiny", pseudonym_key=TEST_KEY.encode())
-            outcome = run_pipeline(settings)
-            yield settings, report, outcome
+        if request.param == "postgres":
+            stack.enter_context(fresh_pg_database(request.getfixturevalue("pg_user"), mp))
+        settings = Settings.from_env()
+        landing = open_bucket(settings.landing_url, settings=settings)
+        report = generate(landing, seed=11, scale="tiny", pseudonym_key=TEST_KEY.encode())
+        outcome = run_pipeline(settings)
+        yield settings, report, outcome
 
 
-def test_the_province_really_lives_on_s3_and_postgres(province):
+def test_the_province_really_lives_on_s3_and_in_its_catalog_database(province, request):
     settings, _, _ = province
     for url in (settings.landing_url, settings.receipts_url, settings.published_url):
         assert isinstance(open_bucket(url, settings=settings), S3Bucket)
-    assert settings.catalog_uri.startswith("postgresql+psycopg2://")
+    scheme = {"sqlite": "sqlite:///", "postgres": "postgresql+psycopg2://"}[request.node.callspec.params["province"]]
+    assert settings.catalog_uri.startswith(scheme)
     table = Warehouse(settings=settings).table("insurance.settlements")
     files = [task.file.file_path for task in table.scan().plan_files()]
     assert files and all(f.startswith("s3://warehouse/iceberg/insurance/settlements/data/") for f in files)
