@@ -30,11 +30,7 @@ def settings(tmp_path, monkeypatch):
     """A fresh SANYI_HOME with embedded defaults (local buckets, SQLite catalog) and a test key."""
     from sanyi.config import Settings
 
-    for var in list(os.environ):
-        if var.startswith("SANYI_"):
-            monkeypatch.delenv(var)
-    monkeypatch.setenv("SANYI_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("SANYI_PSEUDONYM_KEY", TEST_KEY)
+    _set_sanyi_env(monkeypatch, tmp_path / "home")
     return Settings.from_env()
 
 
@@ -50,17 +46,20 @@ def airflow_db():
     return home
 
 
+def _set_sanyi_env(mp: pytest.MonkeyPatch, home: Path, **extra: str) -> None:
+    """No inherited ``SANYI_*`` variable; ``SANYI_HOME=home``, the test key and ``extra`` instead."""
+    for var in [v for v in os.environ if v.startswith("SANYI_")]:
+        mp.delenv(var)
+    for var, value in {"SANYI_HOME": str(home), "SANYI_PSEUDONYM_KEY": TEST_KEY, **extra}.items():
+        mp.setenv(var, value)
+
+
 @contextmanager
 def sanyi_env(home: Path, **extra: str) -> Iterator[pytest.MonkeyPatch]:
-    """For module-scoped fixtures: no inherited ``SANYI_*`` variable, ``SANYI_HOME=home``, the test key and
-    ``extra`` while the block runs (the DAG's tasks read their settings from the environment)."""
+    """The ``settings`` fixture's environment for module-scoped fixtures, while the block runs (the DAG's
+    tasks read their settings from the environment)."""
     with pytest.MonkeyPatch.context() as mp:
-        for var in [v for v in os.environ if v.startswith("SANYI_")]:
-            mp.delenv(var)
-        mp.setenv("SANYI_HOME", str(home))
-        mp.setenv("SANYI_PSEUDONYM_KEY", TEST_KEY)
-        for var, value in extra.items():
-            mp.setenv(var, value)
+        _set_sanyi_env(mp, home, **extra)
         yield mp
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from conftest import TEST_KEY, sanyi_env
@@ -16,16 +18,20 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def province(tmp_path_factory, airflow_db):
     """A seeded tiny province run end to end once; tests below inspect what it left."""
+    with sanyi_env(tmp_path_factory.mktemp("e2e")):
+        yield seed_and_run_tiny_province()
+
+
+def seed_and_run_tiny_province() -> tuple[Settings, Any, dict[str, Any]]:
+    """Seed the tiny province into the landing bucket of the environment's settings and run both DAGs:
+    (settings, the seed's report, the run's outcome)."""
     from sanyi.cli import run_pipeline
     from sanyi.seed import generate
 
-    home = tmp_path_factory.mktemp("e2e")
-    with sanyi_env(home):
-        settings = Settings.from_env()
-        landing = open_bucket(settings.landing_url)
-        report = generate(landing, seed=11, scale="tiny", pseudonym_key=TEST_KEY.encode())
-        outcome = run_pipeline(settings)
-        yield settings, report, outcome
+    settings = Settings.from_env()
+    landing = open_bucket(settings.landing_url, settings=settings)
+    report = generate(landing, seed=11, scale="tiny", pseudonym_key=TEST_KEY.encode())
+    return settings, report, run_pipeline(settings)
 
 
 def test_both_dags_succeed(province):

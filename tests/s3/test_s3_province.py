@@ -13,12 +13,12 @@ import contextlib
 
 import pytest
 
-from conftest import TEST_KEY, fresh_pg_database, sanyi_env
+from conftest import fresh_pg_database, sanyi_env
 from s3.conftest import s3_profile
-from sanyi.config import Settings
 from sanyi.storage import S3Bucket, open_bucket
 from sanyi.warehouse import Warehouse
-from test_end_to_end import (  # noqa: F401 (collected here, against this module's fixture)
+from test_end_to_end import (  # noqa: F401 (the test_* functions are collected here, against this module's fixture)
+    seed_and_run_tiny_province,
     test_a_second_run_over_the_same_drops_changes_nothing,
     test_both_dags_succeed,
     test_counts_add_up_in_warehouse_and_quarantine,
@@ -34,19 +34,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.s3]
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def province(request, tmp_path_factory, airflow_db, moto_endpoint):
     """The tiny province seeded into the S3 landing bucket and run end to end once, per catalog database."""
-    from sanyi.cli import run_pipeline
-    from sanyi.seed import generate
-
     home = tmp_path_factory.mktemp(f"e2e-s3-{request.param}")
-    with sanyi_env(home) as mp, contextlib.ExitStack() as stack:
+    with sanyi_env(home) as mp:
         s3_profile(home, mp, moto_endpoint, moto_endpoint)
-        if request.param == "postgres":
-            stack.enter_context(fresh_pg_database(request.getfixturevalue("pg_user"), mp))
-        settings = Settings.from_env()
-        landing = open_bucket(settings.landing_url, settings=settings)
-        report = generate(landing, seed=11, scale="tiny", pseudonym_key=TEST_KEY.encode())
-        outcome = run_pipeline(settings)
-        yield settings, report, outcome
+        postgres = request.param == "postgres"
+        with fresh_pg_database(request.getfixturevalue("pg_user"), mp) if postgres else contextlib.nullcontext():
+            yield seed_and_run_tiny_province()
 
 
 def test_the_province_really_lives_on_s3_and_in_its_catalog_database(province, request):
