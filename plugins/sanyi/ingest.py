@@ -906,13 +906,17 @@ def _line_chunks(blocks: Iterator[bytes]) -> Iterator[bytes]:
     """Blocks re-cut so that each piece ends with a line break (the last one may not)."""
     carry = b""
     for block in blocks:
-        data = carry + block if carry else block
-        cut = data.rfind(b"\n")
+        cut = block.rfind(b"\n")
         if cut < 0:
-            carry = data
+            carry += block
             continue
-        carry = data[cut + 1 :]
-        yield data[: cut + 1]
+        # One copy of the block at most (blocks are 32 MiB): none when it ends at a line break already.
+        if cut == len(block) - 1:
+            piece = carry + block if carry else block
+        else:
+            piece = b"".join((carry, memoryview(block)[: cut + 1]))
+        carry = block[cut + 1 :]
+        yield piece
     if carry:
         yield carry
 
@@ -1058,34 +1062,31 @@ def _judge_parsed(ds: contracts.Dataset, parsed: list[Parsed]) -> fastpath.Chunk
 
 
 class _PseudonymCache:
-    """Recent ids and their pseudonyms, as Arrow arrays: a chunk's ids are looked up in one vectorised call
-    and only the new ones are hashed (patients recur across lines and files)."""
+    """Recent ids and their pseudonyms: a chunk's distinct ids are looked up in a dict and only the new ones
+    are hashed (patients recur across lines and files). A dict, not an Arrow lookup: ``pc.index_in`` would
+    hash the whole cache again for every chunk."""
 
-    limit = 1 << 20  # ids kept (about 90 MB); then it starts afresh
+    limit = 1 << 19  # ids kept (about 130 MB); then it starts afresh
 
     def __init__(self) -> None:
         self.key: bytes | None = None
-        self.ids = pa.array([], pa.string())
-        self.pseudonyms = pa.array([], pa.string())
+        self.known: dict[str, str] = {}
         self.lock = threading.Lock()
 
     def lookup(self, key: bytes, values: pa.Array) -> pa.Array:
+        ids = values.to_pylist()
         with self.lock:
-            if key != self.key or len(self.ids) > self.limit:
-                self.key = key
-                self.ids = self.pseudonyms = pa.array([], pa.string())
-            where = pc.index_in(values, value_set=self.ids)
-            new = pc.is_null(where)
-            missing = pc.filter(values, new)
-            if len(missing):
-                # privacy.pseudonymise, with the one-shot HMAC (tests check that the two agree)
-                fresh = [hmac.digest(key, v.encode("utf-8"), "sha256").hex() for v in missing.to_pylist()]
-                # ``values`` are distinct, so the new ones go to the end in their order.
-                at = pc.add(pc.subtract(pc.cumulative_sum(pc.cast(new, pa.int64())), 1), len(self.ids))
-                where = pc.if_else(new, at, pc.cast(where, pa.int64()))
-                self.ids = pa.concat_arrays([self.ids, missing])
-                self.pseudonyms = pa.concat_arrays([self.pseudonyms, pa.array(fresh, pa.string())])
-            return pc.take(self.pseudonyms, where)
+            if key != self.key or len(self.known) > self.limit:
+                self.key, self.known = key, {}
+            known = self.known
+            out = []
+            for v in ids:
+                p = known.get(v)
+                if p is None:
+                    # privacy.pseudonymise, with the one-shot HMAC (tests check that the two agree)
+                    p = known[v] = hmac.digest(key, v.encode("utf-8"), "sha256").hex()
+                out.append(p)
+        return pa.array(out, pa.string())
 
 
 _PSEUDONYMS = _PseudonymCache()
