@@ -168,6 +168,8 @@ class _Plan:
     supported: bool
     json_schema: pa.Schema  # what Arrow's JSON reader is told
     wrong_type: str  # RE2: a member whose value starts like another JSON type (see _screened)
+    # (field, value key) → the field's reference errors for that value (see _field_errors)
+    field_errors: dict[tuple[str, Any], tuple[RecordError, ...]] = field(default_factory=dict)
 
 
 _FIELD_KEYWORDS = frozenset(
@@ -1000,10 +1002,9 @@ def _judge(
         and isinstance(record, dict)
         and set(record) == set(plan.ds.fields)
     ):
-        names = failing.fields
-        part = _sub_dataset(plan.ds, names)
-        # Called even with no field to judge: every rejected row goes through the reference validator.
-        errors = validation.validate_record(part, {name: record[name] for name in names})
+        errors = []
+        for name in failing.fields:  # contract order, as validate_record sorts them
+            errors += _field_errors(plan, name, record[name])
         if failing.rules:
             errors += validation.business_rule_errors(
                 _rules_dataset(plan.ds, failing.rules), record, {validation._field_of(e.path) for e in errors}
@@ -1014,6 +1015,41 @@ def _judge(
         bad.append(Rejected(line, record if isinstance(record, dict) else None, errors))
     else:
         good.append((line, record))
+
+
+_FIELD_ERRORS_KEPT = 1 << 16  # values remembered per dataset; then the memo starts afresh
+_MEMO_CHARS = 256  # longer values are judged each time
+
+
+def _field_errors(plan: _Plan, name: str, value: Any) -> list[RecordError]:
+    """The reference's errors of one field's value (:func:`validation.validate_record` on the field alone),
+    remembered per value: they depend on nothing else, and a bad value usually recurs (the same wrong code
+    or impossible date on many lines). Resident ids are not remembered (each person's differs)."""
+    key = None if plan.fields[name].kind == "resident_id" else _value_key(value)
+    if key is None:
+        return validation.validate_record(_sub_dataset(plan.ds, (name,)), {name: value})
+    memo = plan.field_errors
+    found = memo.get((name, key))
+    if found is None:
+        if len(memo) >= _FIELD_ERRORS_KEPT:
+            memo.clear()
+        found = tuple(validation.validate_record(_sub_dataset(plan.ds, (name,)), {name: value}))
+        memo[(name, key)] = found
+    return list(found)
+
+
+def _value_key(value: Any) -> Any:
+    """A key equal only for values the reference cannot tell apart (``1``, ``1.0``, ``True`` and
+    ``Decimal("1.00")`` all differ), or None when the value is not worth remembering."""
+    if value is None or isinstance(value, bool | int):
+        return (type(value).__name__, value)
+    if isinstance(value, str):
+        return ("str", value) if len(value) <= _MEMO_CHARS else None
+    if isinstance(value, Decimal | float):
+        return (type(value).__name__, repr(value))
+    if isinstance(value, list) and all(isinstance(v, str) for v in value) and sum(map(len, value)) <= _MEMO_CHARS:
+        return ("list", tuple(value))
+    return None
 
 
 @cache
