@@ -154,6 +154,16 @@ def test_pseudonym_does_not_normalise_case() -> None:
     assert pseudonymise(key, ID_X) != pseudonymise(key, ID_X[:17] + "x")
 
 
+@pytest.mark.parametrize("key", [b"k", b"platform-key", b"k" * 64, b"k" * 65, bytes(range(200))])
+def test_pseudonymiser_agrees_with_pseudonymise_for_every_key_length(key: bytes) -> None:
+    # Keys up to one SHA-256 block are padded, longer ones hashed first (RFC 2104): both branches.
+    one = privacy.pseudonymiser(key)
+    for rid in (ID, ID_X, synthetic_id(8), "身份证" + ID):
+        assert one(rid) == pseudonymise(key, rid) == hmac.new(key, rid.encode(), hashlib.sha256).hexdigest()
+    with pytest.raises(ValueError):
+        privacy.pseudonymiser(b"")
+
+
 def test_pseudonym_needs_a_key() -> None:
     with pytest.raises(ValueError):
         pseudonymise(b"", ID)

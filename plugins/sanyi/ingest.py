@@ -16,7 +16,6 @@ import collections
 import csv
 import gzip
 import hashlib
-import hmac
 import io
 import itertools
 import json
@@ -1061,41 +1060,13 @@ def _judge_parsed(ds: contracts.Dataset, parsed: list[Parsed]) -> fastpath.Chunk
     return result
 
 
-class _PseudonymCache:
-    """Recent ids and their pseudonyms: a chunk's distinct ids are looked up in a dict and only the new ones
-    are hashed (patients recur across lines and files). A dict, not an Arrow lookup: ``pc.index_in`` would
-    hash the whole cache again for every chunk."""
-
-    limit = 1 << 19  # ids kept (about 130 MB); then it starts afresh
-
-    def __init__(self) -> None:
-        self.key: bytes | None = None
-        self.known: dict[str, str] = {}
-        self.lock = threading.Lock()
-
-    def lookup(self, key: bytes, values: pa.Array) -> pa.Array:
-        ids = values.to_pylist()
-        with self.lock:
-            if key != self.key or len(self.known) > self.limit:
-                self.key, self.known = key, {}
-            known = self.known
-            out = []
-            for v in ids:
-                p = known.get(v)
-                if p is None:
-                    # privacy.pseudonymise, with the one-shot HMAC (tests check that the two agree)
-                    p = known[v] = hmac.digest(key, v.encode("utf-8"), "sha256").hex()
-                out.append(p)
-        return pa.array(out, pa.string())
-
-
-_PSEUDONYMS = _PseudonymCache()
-
-
 def _pseudonyms(key: bytes, ids: pa.ChunkedArray | pa.Array) -> pa.Array:
-    """``patient_id`` pseudonymised (:func:`sanyi.privacy.pseudonymise`), each distinct id hashed once."""
+    """``patient_id`` pseudonymised (:func:`sanyi.privacy.pseudonymise`), each distinct id of the chunk hashed
+    once. Nothing is kept between chunks: hashing an id costs about what a lookup in a cache of recent ids
+    costs (measured), and no table of ids and pseudonyms stays in memory."""
     encoded = pc.dictionary_encode(ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids)
-    return pc.take(_PSEUDONYMS.lookup(key, encoded.dictionary), encoded.indices)
+    one = privacy.pseudonymiser(key)
+    return pc.take(pa.array([one(v) for v in encoded.dictionary.to_pylist()], pa.string()), encoded.indices)
 
 
 def _finish_rows(ds: contracts.Dataset, good: pa.Table, row: FileRow, drop: DropPath, key: bytes) -> pa.Table:
