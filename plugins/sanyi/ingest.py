@@ -41,7 +41,15 @@ from sanyi import contracts, fastpath, privacy, validation
 from sanyi.config import Settings
 from sanyi.ledger import FileRow, Ledger, claim_owner
 from sanyi.storage import Bucket, open_bucket
-from sanyi.warehouse import PROP_COUNTS, PROP_FILE, PROP_LEDGER, PROP_SHA, QUARANTINE, Warehouse
+from sanyi.warehouse import (
+    PROP_COUNTS,
+    PROP_FILE,
+    PROP_LEDGER,
+    PROP_SHA,
+    QUARANTINE,
+    Warehouse,
+    write_data_files,
+)
 
 log = logging.getLogger(__name__)
 
@@ -1180,19 +1188,12 @@ class _AppendSink:
             self._flush()
 
     def _flush(self) -> None:
-        from pyiceberg.io.pyarrow import _dataframe_to_data_files
-
         if not self.buffer:
             return
         data = pa.concat_tables(self.buffer)
         self.buffer, self.buffered = [], 0
         first, last = _min_max(data.column("_line_no"))
-        files = list(
-            _dataframe_to_data_files(
-                table_metadata=self.table.metadata, df=data, io=self.table.io, write_uuid=self.uuid,
-                counter=self.counter,
-            )
-        )
+        files = write_data_files(self.table, data, write_uuid=self.uuid, counter=self.counter)
         self.written.append(_Written(files, first, last))
 
     def _stored_keys(self, table: Any) -> pa.RecordBatchReader:
@@ -1232,7 +1233,6 @@ class _AppendSink:
 
     def _rewrite(self, w: _Written, drop_lines: pa.Array) -> None:
         import pyarrow.parquet as pq
-        from pyiceberg.io.pyarrow import _dataframe_to_data_files
 
         io_ = self.table.io
         parts = []
@@ -1242,9 +1242,9 @@ class _AppendSink:
         data = pa.concat_tables(parts).select(self.ds.arrow_schema().names).cast(self.ds.arrow_schema())
         keep = data.filter(pc.invert(pc.is_in(data.column("_line_no"), value_set=drop_lines)))
         old = w.files
-        w.files = list(_dataframe_to_data_files(
-            table_metadata=self.table.metadata, df=keep, io=io_, write_uuid=self.uuid, counter=self.counter
-        )) if keep.num_rows else []
+        w.files = (
+            write_data_files(self.table, keep, write_uuid=self.uuid, counter=self.counter) if keep.num_rows else []
+        )
         for f in old:
             io_.delete(f.file_path)
 

@@ -12,7 +12,8 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable
+import uuid
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,63 @@ def _warehouse_location(url: str) -> str:
     path = Path(url).resolve()
     path.mkdir(parents=True, exist_ok=True)
     return f"file://{path}"
+
+
+def write_data_files(table: Table, data: pa.Table, *, write_uuid: uuid.UUID,
+                     counter: Iterator[int]) -> list[Any]:
+    """Parquet data files of ``data`` for ``table``, written but not committed (pyiceberg DataFile objects).
+
+    pyiceberg's ``_dataframe_to_data_files``, except when every row falls in one partition (a drop file
+    usually covers one month): then the rows are written as they are, where pyiceberg would filter the
+    table by partition value and copy every column first (a third of the write's time).
+    """
+    from pyiceberg.io.pyarrow import _dataframe_to_data_files, bin_pack_arrow_table, pyarrow_to_schema, write_file
+    from pyiceberg.table import DOWNCAST_NS_TIMESTAMP_TO_US_ON_WRITE, TableProperties, WriteTask
+    from pyiceberg.utils.config import Config
+    from pyiceberg.utils.properties import property_as_int
+
+    meta = table.metadata
+    key = _single_partition(table, data)
+    if key is None:
+        return list(_dataframe_to_data_files(
+            table_metadata=meta, df=data, io=table.io, write_uuid=write_uuid, counter=counter
+        ))
+    target = property_as_int(
+        meta.properties,
+        TableProperties.WRITE_TARGET_FILE_SIZE_BYTES,
+        TableProperties.WRITE_TARGET_FILE_SIZE_BYTES_DEFAULT,
+    )
+    task_schema = pyarrow_to_schema(
+        data.schema,
+        name_mapping=meta.schema().name_mapping,
+        downcast_ns_timestamp_to_us=Config().get_bool(DOWNCAST_NS_TIMESTAMP_TO_US_ON_WRITE) or False,
+        format_version=meta.format_version,
+    )
+    tasks = (
+        WriteTask(write_uuid=write_uuid, task_id=next(counter), record_batches=batches, partition_key=key,
+                  schema=task_schema)
+        for batches in bin_pack_arrow_table(data, target)
+    )
+    return list(write_file(io=table.io, table_metadata=meta, tasks=tasks))
+
+
+def _single_partition(table: Table, data: pa.Table) -> Any:
+    """The pyiceberg ``PartitionKey`` shared by every row of ``data``; None when the table is unpartitioned,
+    the rows span several partitions, or there are none."""
+    from pyiceberg.partitioning import PartitionFieldValue, PartitionKey
+
+    spec, schema = table.metadata.spec(), table.metadata.schema()
+    if not spec.fields or data.num_rows == 0:
+        return None
+    values = []
+    for field in spec.fields:
+        source = schema.find_field(field.source_id)
+        column = data.column(schema.find_column_name(field.source_id))
+        distinct = pc.unique(field.transform.pyarrow_transform(source.field_type)(column))
+        if len(distinct) != 1:
+            return None
+        values.append(PartitionFieldValue(field=field, value=distinct[0].as_py()))
+    return PartitionKey(field_values=values, partition_spec=spec, schema=schema)
 
 
 class Warehouse:
