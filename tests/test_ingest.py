@@ -180,3 +180,30 @@ def test_rerun_after_processing_changes_nothing(settings):
     assert run(settings) == {}
     table = Warehouse(settings=settings).catalog.load_table("insurance.settlements")
     assert len(table.snapshots()) == before
+
+
+def test_quarantined_record_json_masks_ids_wherever_they_are_and_is_plain_json_otherwise():
+    from decimal import Decimal
+
+    from sanyi import ingest, privacy
+
+    key = b"k" * 32
+    pid, other = resident_id(1), resident_id(2)
+    plain = {"patient_id": pid, "amount": Decimal("12.30"), "codes": ["8" * 20], "n": 1.5, "none": None}
+    text = ingest._safe_record_json(plain, key)
+    assert json.loads(text) == {**json.loads(json.dumps(plain, default=str)),
+                                "patient_id": "pseudonym:" + privacy.pseudonymise(key, pid)}
+    # An id anywhere else — a value, a key, a number, a lower-case check character — is masked, and the
+    # column stays valid JSON.
+    lower_x = privacy.check_character(other[:17]) == "X"
+    odd = {
+        "patient_id": pid[:17] + ("0" if pid[17] != "0" else "1"),
+        "note": f"call {other}",
+        other: 1,
+        "line_no": int(other) if other[17] != "X" else 7,
+        "codes": [other[:17] + "x" if lower_x else other],
+    }
+    masked = json.loads(ingest._safe_record_json(odd, key))
+    assert other not in json.dumps(masked) and other[:17] not in json.dumps(masked)
+    assert masked["patient_id"] == privacy.MASK and masked["note"] == f"call {privacy.MASK}"
+    assert masked[privacy.MASK] == 1

@@ -478,8 +478,30 @@ def _may_hold_id(f: _Field) -> bool:
     pattern = f.item_pattern if f.kind == "string_list" else f.pattern
     if f.kind == "timestamp" or pattern is None:
         return True
-    run = _max_digit_run(sre_parse.parse(pattern.replace("\\z", "").replace("\\n?", "")))
+    parsed = sre_parse.parse(pattern.replace("\\z", "").replace("\\n?", ""))
+    if (width := _all_digits_width(parsed)) is not None:
+        return width == 18  # the value is one run of digits: an id is a run of exactly 18
+    run = _max_digit_run(parsed)
     return run is None or run >= 18
+
+
+def _all_digits_width(items: Any) -> int | None:
+    """The length of every match when the pattern matches ASCII digits only, a fixed number of them
+    (``^[0-9]{20}``); else None."""
+    width = 0
+    for op, arg in items:
+        name = str(op)
+        if name == "AT":
+            continue
+        if name == "MAX_REPEAT" and arg[0] == arg[1] and _all_digits_width(arg[2]) == 1:
+            width += arg[0]
+        elif name == "IN" and list(arg) == [(sre_parse.RANGE, (48, 57))]:
+            width += 1
+        elif name == "LITERAL" and 48 <= arg <= 57:
+            width += 1
+        else:
+            return None
+    return width
 
 
 def _max_digit_run(items: Any) -> int | None:
