@@ -207,3 +207,9 @@ def test_quarantined_record_json_masks_ids_wherever_they_are_and_is_plain_json_o
     assert other not in json.dumps(masked) and other[:17] not in json.dumps(masked)
     assert masked["patient_id"] == privacy.MASK and masked["note"] == f"call {privacy.MASK}"
     assert masked[privacy.MASK] == 1
+    # A control character before an id is escaped as \u0001 in JSON: its hex digits run into the id's.
+    escaped = json.loads(ingest._safe_record_json({"note": "\x01" + other + "\x02"}, key))
+    assert escaped == {"note": "\x01" + privacy.MASK + "\x02"}
+    # Long digit runs that are not ids (trace and drug codes) are kept as they are.
+    codes = {"drug_code": "XA" + "0" * 21, "trace_codes": ["8" * 20, other + "12"]}
+    assert json.loads(ingest._safe_record_json(codes, key)) == codes

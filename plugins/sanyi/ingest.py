@@ -740,14 +740,14 @@ def _safe_record_json(record: dict[str, Any] | None, key: bytes) -> str | None:
         # An id with a typo is still somebody's id: never keep it, even in quarantine.
         rec["patient_id"] = privacy.MASK
     text = json.dumps(rec, ensure_ascii=False, default=str)
-    if _ID_DIGITS.search(text) is None:
-        return text  # no 17 digits in a row anywhere: nothing to mask (digits are never escaped in JSON)
+    if "\\u" not in text and not privacy.has_candidate(text):
+        # Nothing to mask: JSON punctuation keeps every value's digits apart, and a \u escape (whose hex
+        # digits could run into an id) is the one case where the text hides what a value holds.
+        return text
     # Masked value by value (keys included) rather than over the JSON text: masking the text would turn
     # an id sent as a JSON number into an unquoted token and the column into invalid JSON.
     return json.dumps(_masked(rec), ensure_ascii=False, default=str)
 
-
-_ID_DIGITS = re.compile(r"[0-9]{17}")
 
 
 def _masked(value: Any) -> Any:
