@@ -1159,3 +1159,24 @@ def test_translated_patterns_match_what_python_matches(pattern: str) -> None:
     assert re2 is not None
     got = pc.match_substring_regex(pa.array(texts), re2).to_pylist()
     assert got == [re.search(pattern, t) is not None for t in texts]
+
+
+def test_remembered_field_errors_tell_apart_values_equal_in_python() -> None:
+    # A rejected row's field errors are remembered per value. 1, 1.0, true and 1.00 are equal or hash alike
+    # in Python but not to the reference (type, multipleOf, decimal places); each must get its own errors,
+    # however often and in whatever order they recur, and the memo must not leak between fields.
+    ds = get_dataset(*SETTLE)
+    raws = {
+        "line_no": ["1", "1.0", "true", "1.00", "0", "-1", '"1"', "1.5", "null"],
+        "quantity": ["0", "0.0", "false", "-0", "1e400", "3.000", "3.0001", '"3"'],
+        "amount": ["20.001", "20.0010", "20.00", "-0.00", "true", '"20.00"'],
+        "visit_type": ['"emergency"', '"Emergency"', "1", "true", "null", '"emergency "'],
+        "trace_codes": ['["1"]', '["1", "1"]', "[1]", '["8' + "0" * 19 + '", "8' + "0" * 19 + '"]'],
+    }
+    rng = random.Random(11)
+    cases = [(field, raw) for field, options in raws.items() for raw in options] * 3
+    rng.shuffle(cases)
+    text = "\n".join(line_with(SETTLE, field, raw) for field, raw in cases) + "\n"
+    fastpath._plan(ds).field_errors.clear()
+    check_ndjson_both(ds, text, piece_bytes=4096)
+    assert fastpath._plan(ds).field_errors  # the memo was used, so the agreement above covers it
