@@ -879,32 +879,23 @@ def _may_hold_valid_id(texts: pa.Array) -> pa.Array:
 
 
 # ------------------------------------------------------------------------------------- dates and times
-_DAYS_IN_MONTH = pa.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], pa.int64())
+_YEAR_ONE = -62135596800  # 0001-01-01T00:00:00 in seconds since 1970-01-01 (the reference needs years 1-9999)
 
 
-def _civil_ok(y: pa.Array, m: pa.Array, d: pa.Array) -> tuple[pa.Array, pa.Array]:
-    """(days since 1970-01-01, is a real date in years 1-9999) — Howard Hinnant's days_from_civil."""
-    leap = pc.and_(
-        pc.equal(pc.modulo(y, 4), 0),
-        pc.or_(pc.not_equal(pc.modulo(y, 100), 0), pc.equal(pc.modulo(y, 400), 0)),
-    )
-    month_ok = pc.and_(pc.greater_equal(m, 1), pc.less_equal(m, 12))
-    m_safe = pc.if_else(month_ok, m, 1)
-    dim = pc.add(pc.take(_DAYS_IN_MONTH, m_safe), pc.cast(pc.and_(leap, pc.equal(m_safe, 2)), pa.int64()))
-    ok = pc.and_(
-        pc.and_(month_ok, pc.greater_equal(y, 1)), pc.and_(pc.greater_equal(d, 1), pc.less_equal(d, dim))
-    )
-    y_safe = pc.if_else(ok, y, 1970)
-    d_safe = pc.if_else(ok, d, 1)
-    early = pc.less_equal(m_safe, 2)
-    yy = pc.subtract(y_safe, pc.cast(early, pa.int64()))
-    era = pc.divide(yy, 400)
-    yoe = pc.subtract(yy, pc.multiply(era, 400))
-    mp = pc.if_else(early, pc.add(m_safe, 9), pc.subtract(m_safe, 3))
-    doy = pc.add(pc.divide(pc.add(pc.multiply(mp, 153), 2), 5), pc.subtract(d_safe, 1))
-    doe = pc.add(pc.subtract(pc.add(pc.multiply(yoe, 365), pc.divide(yoe, 4)), pc.divide(yoe, 100)), doy)
-    days = pc.subtract(pc.add(pc.multiply(era, 146097), doe), 719468)
-    return days, ok
+def _wall_seconds(safe: pa.Array, width: int, fmt: str) -> tuple[pa.Array, pa.Array]:
+    """(seconds since 1970-01-01 of the wall time written in the first ``width`` characters, is a real date
+    and time in years 1-9999) for texts whose shape is already checked.
+
+    Arrow's strptime does the calendar arithmetic in one pass and refuses hour 24 or minute 60, but rolls an
+    impossible day or a 60th second over (2025-02-30 becomes March 2): that shows as a day or second
+    different from the one written, so both are compared with the text.
+    """
+    wall = pc.strptime(pc.utf8_slice_codeunits(safe, 0, width), format=fmt, unit="s", error_is_null=True)
+    real = pc.equal(pc.day(wall), _digits(safe, 8, 10))
+    if width > 10:
+        real = pc.and_(real, pc.equal(pc.second(wall), _digits(safe, 17, 19)))
+    seconds = wall.cast(pa.int64()).fill_null(0)  # never null: later arithmetic stays null-free
+    return seconds, _f(pc.and_(real, pc.greater_equal(seconds, _YEAR_ONE)))
 
 
 def _digits(text: pa.Array, start: int, stop: int) -> pa.Array:
@@ -915,22 +906,20 @@ def _parse_dates(vals: pa.Array) -> tuple[pa.Array, pa.Array]:
     """(days or null, ok) for ``YYYY-MM-DD`` strings that are real calendar dates (contracts.parse_date)."""
     shaped = _f(pc.match_substring_regex(vals, _DATE_RE2))
     safe = pc.if_else(shaped, vals, "1970-01-01")
-    days, real = _civil_ok(_digits(safe, 0, 4), _digits(safe, 5, 7), _digits(safe, 8, 10))
+    seconds, real = _wall_seconds(safe, 10, "%Y-%m-%d")
     ok = pc.and_(shaped, real)
-    return pc.if_else(ok, days, pa.scalar(None, pa.int64())), ok
+    return pc.if_else(ok, pc.divide(seconds, 86400), pa.scalar(None, pa.int64())), ok  # midnights: exact
 
 
 def _parse_timestamps(vals: pa.Array) -> tuple[pa.Array, pa.Array]:
     """(UTC microseconds or null, ok) with exactly the rules of :func:`sanyi.contracts.parse_timestamp`."""
     shaped = _f(pc.match_substring_regex(vals, _TS_RE2))
     safe = pc.if_else(shaped, vals, "1970-01-01T00:00:00Z")
-    days, real = _civil_ok(_digits(safe, 0, 4), _digits(safe, 5, 7), _digits(safe, 8, 10))
-    hh, mm, ss = _digits(safe, 11, 13), _digits(safe, 14, 16), _digits(safe, 17, 19)
+    seconds, real = _wall_seconds(safe, 19, "%Y-%m-%dT%H:%M:%S")
     zulu = pc.ends_with(safe, "Z")
     off_text = pc.if_else(zulu, "+00:00", pc.utf8_slice_codeunits(safe, -6, 2**31 - 1))
     oh, om = _digits(off_text, 1, 3), _digits(off_text, 4, 6)
     sign = pc.if_else(pc.starts_with(off_text, "-"), -1, 1)
-    time_ok = pc.and_(pc.and_(pc.less_equal(hh, 23), pc.less_equal(mm, 59)), pc.less_equal(ss, 59))
     off_ok = pc.and_(pc.less_equal(oh, 23), pc.less_equal(om, 59))
     length = pc.utf8_length(safe)
     plain = pc.or_(pc.equal(length, 20), pc.and_(pc.equal(length, 25), pc.invert(zulu)))
@@ -941,12 +930,10 @@ def _parse_timestamps(vals: pa.Array) -> tuple[pa.Array, pa.Array]:
         frac = pc.if_else(zulu, pc.utf8_slice_codeunits(safe, 19, -1), pc.utf8_slice_codeunits(safe, 19, -6))
         digits = pc.utf8_rpad(pc.utf8_slice_codeunits(frac, 1, 7), 6, "0")
         micro = pc.cast(digits, pa.int64())
-    seconds = pc.add(pc.add(pc.multiply(days, 86400), pc.multiply(hh, 3600)), pc.add(pc.multiply(mm, 60), ss))
     offset = pc.multiply(sign, pc.add(pc.multiply(oh, 3600), pc.multiply(om, 60)))
     utc = pc.add(pc.multiply(pc.subtract(seconds, offset), 1_000_000), micro)
     in_range = pc.and_(pc.greater_equal(utc, _MIN_US), pc.less_equal(utc, _MAX_US - _CST_US))
-    # The local wall time must exist too (datetime(...) is built before converting to UTC).
-    ok = pc.and_(pc.and_(shaped, real), pc.and_(pc.and_(time_ok, off_ok), in_range))
+    ok = pc.and_(pc.and_(shaped, real), pc.and_(off_ok, in_range))
     return pc.if_else(ok, utc, pa.scalar(None, pa.int64())), ok
 
 
