@@ -1180,3 +1180,20 @@ def test_remembered_field_errors_tell_apart_values_equal_in_python() -> None:
     fastpath._plan(ds).field_errors.clear()
     check_ndjson_both(ds, text, piece_bytes=4096)
     assert fastpath._plan(ds).field_errors  # the memo was used, so the agreement above covers it
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        f'"2024-10-03T09:12:00.{resident_id(3)}+08:00"',  # a valid timestamp whose fraction is an id
+        f'"2024-10-03T09:12:00.{resident_id(3)}Z"',
+        f'"2024-10-03T09:12:00.{resident_id(3)[:17]}+08:00"',  # 17 digits: no id
+        f'"2024-02-30T09:12:00.{resident_id(3)}+08:00"',  # an impossible date holding an id
+        f'"{resident_id(3)}"',
+        '"2024-10-03T09:12:00.123456+08:00"',
+    ],
+)
+def test_resident_ids_in_timestamps_valid_or_not(raw: str) -> None:
+    # Only invalid timestamps and those with long fractions are scanned for ids: the verdicts stay the same.
+    text = "\n".join(line_with(SETTLE, "settled_at", r) for r in [raw, '"2024-10-03T09:12:00+08:00"']) + "\n"
+    check_ndjson_both(get_dataset(*SETTLE), text)

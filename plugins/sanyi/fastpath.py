@@ -783,6 +783,13 @@ def _rules_ok(plan: _Plan, frame: _Frame) -> dict[str, pa.Array]:
                         if hit.true_count:
                             parents = pc.list_parent_indices(v)
                             out.append(pc.invert(_rows_with(frame.n, pc.filter(parents, hit))))
+                elif f.kind == "timestamp" and vals[f.name].parsed is not None:
+                    # A valid timestamp has runs of 4 digits at most, but for its fraction: only invalid
+                    # ones and those with a fraction of 17 digits or more (37+ characters) are scanned.
+                    scan = pc.or_(pc.is_null(vals[f.name].parsed), _f(pc.greater_equal(pc.utf8_length(v), 37)))
+                    rows = pc.indices_nonzero(scan)
+                    hit = _may_hold_valid_id(pc.take(v, rows))
+                    out.append(pc.invert(_rows_with(frame.n, pc.filter(rows, hit))))
                 else:
                     out.append(pc.invert(_may_hold_valid_id(v)))
         elif rule == "resident_id_check_character":
