@@ -21,7 +21,7 @@ from typing import Any
 
 STAGES = (
     "after_parse",  # the (first chunk of the) file was read and parsed, nothing validated or written
-    "mid_validation",  # on the nth call of the reference validator (rows the vectorised check rejects)
+    "mid_validation",  # on the nth row the reference judges (rows the vectorised check rejects)
     "before_commit",  # data files and manifests written, catalog not yet pointing at them
     "before_quarantine_commit",  # the dataset commit is in the catalog, quarantine not yet
     "before_receipt",  # every commit made, no receipt, ledger still pending
@@ -55,7 +55,6 @@ def install_fault(stage: str, nth: int = 1) -> None:
     import sanyi.fastpath as fastpath
     import sanyi.ingest as ingest
     import sanyi.ledger as ledger
-    import sanyi.validation as validation
 
     if stage == "after_parse":
         # NDJSON is parsed chunk by chunk by the fast path (Arrow's JSON reader); other formats, and
@@ -63,7 +62,9 @@ def install_fault(stage: str, nth: int = 1) -> None:
         fastpath._parse_all = _on_nth(nth, fastpath._parse_all, after=True)
         ingest.parse_records = _on_nth(nth, ingest.parse_records, after=True)
     elif stage == "mid_validation":
-        validation.validate_record = _on_nth(nth, validation.validate_record)
+        # Each row the vectorised checks reject is judged by the reference through fastpath._judge (which
+        # may find its errors remembered and not call validation.validate_record at all).
+        fastpath._judge = _on_nth(nth, fastpath._judge)
     elif stage in ("before_commit", "before_quarantine_commit"):
         from pyiceberg.catalog.sql import SqlCatalog
         from pyiceberg.table.update import AddSnapshotUpdate
