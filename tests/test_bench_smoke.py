@@ -49,6 +49,9 @@ def test_bench_runs_small_and_writes_comparable_results(tmp_path):
         run = res["ingest"][fmt]
         assert run["read"] == lines and run["loaded"] + run["rejected"] + run["duplicates"] == lines
         assert 0 < run["rejected"] < lines * 0.05
+        assert 0 < run["process_cpu_seconds"] and run["cores_busy"] == run["process_cpu_seconds"] / run[
+            "process_seconds"]
+    assert "ingest ndjson CPU" in proc.stdout
     assert res["ingest"]["ndjson_5x"]["read"] == 5 * lines
     assert all(res["indicators"][k]["results"] > 0 for k in res["indicators"])
     for key in ("ingest_ndjson_rps", "ingest_csv_rps", "jsonschema_ndjson_rps", "raw_parse_ndjson_rps"):

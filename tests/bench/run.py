@@ -94,11 +94,17 @@ def child_ingest(fmt: str, path: str, work: str) -> dict[str, Any]:
     t0 = time.perf_counter()
     (file_id,) = discover(settings)
     t1 = time.perf_counter()
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     receipt = process_file(settings, file_id)
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     t2 = time.perf_counter()
+    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     return {
         "discover_seconds": t1 - t0,
         "process_seconds": t2 - t1,
+        # What limits the rate: CPU-seconds of all the process's threads, and how many cores that kept busy.
+        "process_cpu_seconds": cpu,
+        "cores_busy": cpu / (t2 - t1),
         "read": receipt.read,
         "loaded": receipt.loaded,
         "rejected": receipt.rejected,
@@ -391,6 +397,14 @@ def table(res: dict[str, Any]) -> str:
             f"{res['ratio_vs_raw_parse']['csv']:.2f}x CSV; vs 1-thread NDJSON "
             f"{res['ratio_vs_raw_parse']['ndjson_vs_1thread']:.2f}x (target 0.4x)",
         ),
+    ]
+    rows += [
+        (
+            f"ingest {fmt} CPU",
+            f"{res['ingest'][fmt]['process_cpu_seconds']:.1f} CPU-s",
+            f"{res['ingest'][fmt]['cores_busy']:.2f} of {res['cpu_count']} cores busy",
+        )
+        for fmt in ("ndjson", "csv")
     ]
     rows += [
         (f"peak RSS, {int(k):,} NDJSON lines", f"{v:,.0f} MiB", "target 1536 MiB at 5N")
