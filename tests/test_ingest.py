@@ -213,3 +213,32 @@ def test_quarantined_record_json_masks_ids_wherever_they_are_and_is_plain_json_o
     # Long digit runs that are not ids (trace and drug codes) are kept as they are.
     codes = {"drug_code": "XA" + "0" * 21, "trace_codes": ["8" * 20, other + "12"]}
     assert json.loads(ingest._safe_record_json(codes, key)) == codes
+
+
+def test_a_failed_background_write_fails_the_load_and_leaves_no_data_file(settings, monkeypatch):
+    # Data files are written on a background thread: its failure must reach the load (nothing committed,
+    # the row left pending with the error) and every file already written must be deleted.
+    from pathlib import Path
+
+    from sanyi import ingest
+
+    monkeypatch.setattr(ingest, "WRITE_ROWS", 2)
+    monkeypatch.setattr(ingest, "CHUNK_BYTES", 600)  # a line or two per chunk: several writes
+    real, calls = ingest.write_data_files, []
+
+    def failing_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError("disk full (planted)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ingest, "write_data_files", failing_second)
+    drop(settings, SETTLE_KEY, ndjson([settlement(i) for i in range(1, 8)]))
+    (file_id,) = discover(settings)
+    with pytest.raises(OSError, match="planted"):
+        process_file(settings, file_id)
+    assert len(calls) >= 2
+    row = Ledger(settings=settings).get(file_id)
+    assert not row.terminal and "planted" in (row.last_error or "")
+    assert rows(settings, "insurance.settlements") == []
+    assert not list(Path(settings.warehouse_url).rglob("*.parquet"))

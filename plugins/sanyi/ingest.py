@@ -749,7 +749,6 @@ def _safe_record_json(record: dict[str, Any] | None, key: bytes) -> str | None:
     return json.dumps(_masked(rec), ensure_ascii=False, default=str)
 
 
-
 def _masked(value: Any) -> Any:
     """A JSON-ready copy of ``value`` with every resident id masked: in strings and keys, in numbers whose
     digits form one, and in any other type (bytes from a Parquet binary column…) through its text."""
@@ -1195,8 +1194,15 @@ class _AppendSink:
         self.queued.append(self.worker.submit(fn, *args))
 
     def _drain(self) -> None:
+        """Wait for all the background work; then raise its first failure, if any."""
+        failure: BaseException | None = None
         while self.queued:
-            self.queued.popleft().result()
+            try:
+                self.queued.popleft().result()
+            except BaseException as exc:  # noqa: BLE001 - re-raised below, once nothing runs any more
+                failure = failure or exc
+        if failure is not None:
+            raise failure
 
     def _insert_keys(self, keys: pa.Table) -> None:
         self.conn.register("chunk_keys", keys)
