@@ -1042,15 +1042,13 @@ def _field_errors(plan: _Plan, name: str, value: Any) -> list[RecordError]:
     remembered per value: they depend on nothing else, and a bad value usually recurs (the same wrong code
     or impossible date on many lines). Resident ids are not remembered (each person's differs)."""
     key = None if plan.fields[name].kind == "resident_id" else _value_key(value)
-    if key is None:
-        return validation.validate_record(_sub_dataset(plan.ds, (name,)), {name: value})
-    memo = plan.field_errors
-    found = memo.get((name, key))
+    found = plan.field_errors.get((name, key)) if key is not None else None
     if found is None:
-        if len(memo) >= _FIELD_ERRORS_KEPT:
-            memo.clear()
         found = tuple(validation.validate_record(_sub_dataset(plan.ds, (name,)), {name: value}))
-        memo[(name, key)] = found
+        if key is not None:
+            if len(plan.field_errors) >= _FIELD_ERRORS_KEPT:
+                plan.field_errors.clear()
+            plan.field_errors[(name, key)] = found
     return list(found)
 
 

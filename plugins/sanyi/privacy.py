@@ -12,7 +12,6 @@ partial id says something about the person, and a fixed token is impossible to m
 from __future__ import annotations
 
 import hashlib
-import hmac
 import re
 from collections.abc import Callable
 from typing import Any
@@ -103,12 +102,12 @@ def pseudonymise(key: bytes, resident_id: str) -> str:
         raise ValueError("pseudonymise needs a non-empty key (bytes)")
     if not isinstance(resident_id, str):
         raise TypeError("pseudonymise takes the resident id as a str")
-    return hmac.new(bytes(key), resident_id.encode("utf-8"), hashlib.sha256).hexdigest()
+    return pseudonymiser(key)(resident_id)
 
 
 def pseudonymiser(key: bytes) -> Callable[[str], str]:
-    """:func:`pseudonymise` under one key, for many ids: the key's two HMAC pads (RFC 2104) are hashed once
-    and each id costs two SHA-256 state copies — about 2.5× faster per id than ``hmac.digest``."""
+    """:func:`pseudonymise` under one key, for many ids: HMAC-SHA256 (RFC 2104) with the key's two pads
+    hashed once, so each id costs two SHA-256 state copies — about 2.5× faster per id than ``hmac.digest``."""
     if not isinstance(key, bytes | bytearray) or not key:
         raise ValueError("pseudonymise needs a non-empty key (bytes)")
     block = bytes(key) if len(key) <= 64 else hashlib.sha256(bytes(key)).digest()
