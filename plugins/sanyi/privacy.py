@@ -105,15 +105,21 @@ def pseudonymise(key: bytes, resident_id: str) -> str:
     return pseudonymiser(key)(resident_id)
 
 
-def pseudonymiser(key: bytes) -> Callable[[str], str]:
-    """:func:`pseudonymise` under one key, for many ids: HMAC-SHA256 (RFC 2104) with the key's two pads
-    hashed once, so each id costs two SHA-256 state copies — about 2.5× faster per id than ``hmac.digest``."""
+def hmac_pads(key: bytes) -> tuple[bytes, bytes]:
+    """The inner and outer pads of HMAC-SHA256 (RFC 2104) for ``key``: the pseudonym of an id is
+    ``SHA-256(outer + SHA-256(inner + id))``, as 64 lower-case hex characters."""
     if not isinstance(key, bytes | bytearray) or not key:
         raise ValueError("pseudonymise needs a non-empty key (bytes)")
     block = bytes(key) if len(key) <= 64 else hashlib.sha256(bytes(key)).digest()
     block = block.ljust(64, b"\0")
-    inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
-    outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
+    return bytes(b ^ 0x36 for b in block), bytes(b ^ 0x5C for b in block)
+
+
+def pseudonymiser(key: bytes) -> Callable[[str], str]:
+    """:func:`pseudonymise` under one key, for many ids: HMAC-SHA256 with the key's two pads
+    hashed once, so each id costs two SHA-256 state copies — about 2.5× faster per id than ``hmac.digest``."""
+    inner_pad, outer_pad = hmac_pads(key)
+    inner, outer = hashlib.sha256(inner_pad), hashlib.sha256(outer_pad)
 
     def one(resident_id: str) -> str:
         i = inner.copy()
