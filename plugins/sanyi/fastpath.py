@@ -1240,14 +1240,11 @@ def check_ndjson(ds: Dataset, data: bytes, first_line: int) -> ChunkResult:
     lines = pa.Array.from_buffers(
         pa.string(), n, [None, pa.array(starts, pa.int32()).buffers()[1], pa.py_buffer(data)]
     )  # each line with its line break, over ``data`` itself
-    suspect = _structural_suspects(plan, data, lines)
-    screened = 0
-    if _SCREEN_FIRST.get(ds.table_name) and plan.supported:
-        # The last chunk had lines Arrow stopped at: screen this one before parsing, rather than parse pieces
-        # twice (a piece is parsed again, without the bad lines, after Arrow stops in it).
-        hits = _f(pc.match_substring_regex(lines, plan.wrong_type))
-        screened = hits.true_count
-        suspect = pc.or_(suspect, hits)
+    # When the last chunk had lines Arrow stopped at, this one is screened before parsing, rather than
+    # parse pieces twice (a piece is parsed again, without the bad lines, after Arrow stops in it).
+    screen = bool(_SCREEN_FIRST.get(ds.table_name)) and plan.supported
+    suspect = _structural_suspects(plan, data, lines, screen=screen)
+    screened = len(_screened(plan, pc.filter(lines, suspect))) if screen else 0
     fallback_idx = set(pc.indices_nonzero(suspect).to_pylist())
     failing: dict[int, _Failing | None] = {}
     fast = None
@@ -1305,18 +1302,22 @@ def _failing_fields(
     return out
 
 
-def _structural_suspects(plan: _Plan, data: bytes, lines: pa.Array) -> pa.Array:
+def _structural_suspects(plan: _Plan, data: bytes, lines: pa.Array, *, screen: bool = False) -> pa.Array:
     """Lines Arrow must not be given (the reference judges them): a line that does not start with ``{`` (a
     blank line would shift rows against lines; a block starting with ``null`` crashes Arrow), a bare CR
     (Arrow ends a row there), a number a float64 may not hold exactly (16+ digits, an exponent), a line
-    over the reference's record size limit, or every line when the plan does not model the dataset."""
+    over the reference's record size limit, or every line when the plan does not model the dataset.
+
+    ``screen`` adds the lines :func:`_screened` finds, in the same regex pass: RE2's cost is per byte
+    scanned, nearly whatever the pattern, so one pass with both costs about what the screen alone costs."""
     n = len(lines)
     if not plan.supported:
         return _trues(n)
     suspect = pc.or_(
         pc.invert(pc.starts_with(lines, "{")), pc.greater(pc.binary_length(lines), _max_line() + 1)
     )
-    suspect = pc.or_(suspect, _f(pc.match_substring_regex(lines, _LONG_NUMBER)))
+    pattern = f"{_LONG_NUMBER}|{plan.wrong_type}" if screen else _LONG_NUMBER
+    suspect = pc.or_(suspect, _f(pc.match_substring_regex(lines, pattern)))
     if b"\r" in data:
         suspect = pc.or_(suspect, _f(pc.match_substring_regex(lines, r"\r[^\n]")))
     return suspect
