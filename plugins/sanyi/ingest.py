@@ -569,18 +569,6 @@ def _process(
     return receipt, out.errors  # spilled to disk; iterated once when the errors file is written
 
 
-def _warehouse_row(ds: contracts.Dataset, p: Parsed, row: FileRow, drop: DropPath, key: bytes) -> dict[str, Any]:
-    out = contracts.to_warehouse_row(ds, p.record)
-    if "patient_id" in out and out["patient_id"] is not None:
-        out["patient_id"] = privacy.pseudonymise(key, out["patient_id"])
-    out["_business_date"] = drop.business_date
-    out["_arrived_at"] = row.arrived_at
-    out["_source_file"] = row.key
-    out["_source_sha256"] = row.sha256
-    out["_line_no"] = p.line
-    return out
-
-
 class _AlreadyCommitted(Exception):
     def __init__(self, found: tuple[int, dict[str, Any]]) -> None:
         super().__init__(found[0])

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable
 from typing import Any
 
 MASK = "[resident-id]"
@@ -98,34 +97,19 @@ def pseudonymise(key: bytes, resident_id: str) -> str:
     The id is used exactly as given (ids are case-sensitive; no normalisation), so the same person
     gets the same pseudonym from every agency as long as the key is the same.
     """
-    if not isinstance(key, bytes | bytearray) or not key:
-        raise ValueError("pseudonymise needs a non-empty key (bytes)")
     if not isinstance(resident_id, str):
         raise TypeError("pseudonymise takes the resident id as a str")
-    return pseudonymiser(key)(resident_id)
+    inner_pad, outer_pad = hmac_pads(key)
+    inner = hashlib.sha256(inner_pad + resident_id.encode("utf-8")).digest()
+    return hashlib.sha256(outer_pad + inner).hexdigest()
 
 
 def hmac_pads(key: bytes) -> tuple[bytes, bytes]:
     """The inner and outer pads of HMAC-SHA256 (RFC 2104) for ``key``: the pseudonym of an id is
-    ``SHA-256(outer + SHA-256(inner + id))``, as 64 lower-case hex characters."""
+    ``SHA-256(outer + SHA-256(inner + id))``, as 64 lower-case hex characters. The loader hashes a chunk's
+    ids with them in SQL (``sql/ingest/pseudonyms.sql``)."""
     if not isinstance(key, bytes | bytearray) or not key:
         raise ValueError("pseudonymise needs a non-empty key (bytes)")
     block = bytes(key) if len(key) <= 64 else hashlib.sha256(bytes(key)).digest()
     block = block.ljust(64, b"\0")
     return bytes(b ^ 0x36 for b in block), bytes(b ^ 0x5C for b in block)
-
-
-def pseudonymiser(key: bytes) -> Callable[[str], str]:
-    """:func:`pseudonymise` under one key, for many ids: HMAC-SHA256 with the key's two pads
-    hashed once, so each id costs two SHA-256 state copies — about 2.5× faster per id than ``hmac.digest``."""
-    inner_pad, outer_pad = hmac_pads(key)
-    inner, outer = hashlib.sha256(inner_pad), hashlib.sha256(outer_pad)
-
-    def one(resident_id: str) -> str:
-        i = inner.copy()
-        i.update(resident_id.encode("utf-8"))
-        o = outer.copy()
-        o.update(i.digest())
-        return o.hexdigest()
-
-    return one
