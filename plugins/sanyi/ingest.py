@@ -20,6 +20,7 @@ import io
 import itertools
 import json
 import logging
+import os
 import queue
 import re
 import tempfile
@@ -31,6 +32,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -1188,7 +1190,14 @@ class _AppendSink:
         self.buffered = self.rows = 0
         self.conn = duckdb.connect(
             str(work / "keys.duckdb"),
-            config={"memory_limit": "128MB", "threads": 2, "temp_directory": str(work / "spill")},
+            # Uncompressed: the table lives only as long as the load, and compressing it at each checkpoint
+            # cost a third of the inserts' CPU (measured: 0.6 → 0.4 CPU-s per million keys).
+            config={
+                "memory_limit": "128MB",
+                "threads": 2,
+                "temp_directory": str(work / "spill"),
+                "force_compression": "uncompressed",
+            },
         )
         self.conn.execute(_sql(settings, "incoming_keys.sql"))
         # Bounds of the file's keys, to read back only the stored keys that can match (file statistics and
@@ -1475,6 +1484,20 @@ def _prefetched(items: Iterator[Any], depth: int = 1) -> Iterator[Any]:
         worker.join()
 
 
+@cache
+def _arrow_memory_pool() -> None:
+    """Arrow's buffers from jemalloc rather than its default, mimalloc, unless the operator chose one
+    (``ARROW_DEFAULT_MEMORY_POOL``). mimalloc keeps taking fresh memory, which the kernel hands out as 2 MiB
+    huge pages zeroed on first touch: 8 % of a load's CPU (perf), 1 % with jemalloc, which reuses what was
+    freed. Process-wide; a buffer allocated earlier is still freed to its own pool."""
+    if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+        return
+    try:
+        pa.set_memory_pool(pa.jemalloc_memory_pool())
+    except NotImplementedError:  # a pyarrow built without jemalloc keeps its default
+        pass
+
+
 def _tmp_root(settings: Settings) -> Path:
     root = settings.home / "tmp"
     root.mkdir(parents=True, exist_ok=True)
@@ -1488,6 +1511,7 @@ def _load(settings: Settings, row: FileRow, drop: DropPath, ds: contracts.Datase
     Raises :class:`FileRejected` (nothing committed) for a verdict on the whole file.
     """
     key = settings.require_key()
+    _arrow_memory_pool()
     props = {PROP_SHA: row.sha256, PROP_FILE: row.key, PROP_LEDGER: str(row.id)}
     found = Warehouse.find_commit(warehouse.dataset_table(ds), sha256=row.sha256, ledger_id=row.id)
     tmp = tempfile.TemporaryDirectory(prefix="load-", dir=_tmp_root(settings))
