@@ -33,13 +33,14 @@ Traps this module is built around (each has a differential test):
 
 from __future__ import annotations
 
+import bisect
 import collections
 import csv
 import dataclasses
 import io
 import re
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -1161,13 +1162,13 @@ def _read_json(plan: _Plan, buf: pa.Buffer) -> pa.Table:
 class _Piece:
     """Lines of the chunk (indices, ascending) parsed together; contiguous unless ``joined``."""
 
-    lines: list[int]
+    lines: Sequence[int]  # a range, unless joined
     joined: bool = False
 
 
 def _parse_piece(
     plan: _Plan, data: bytes, starts: list[int], lines: pa.Array, piece: _Piece
-) -> tuple[list[tuple[pa.Table, list[int]]], list[int]]:
+) -> tuple[list[tuple[pa.Table, Sequence[int]]], list[int]]:
     """Parse one piece with Arrow; returns (tables with the indices of their lines, lines left out).
 
     A table is only accepted when it has exactly one row per line (no line given to Arrow is blank, so a
@@ -1176,7 +1177,7 @@ def _parse_piece(
     one go; a line is otherwise isolated with the row number of Arrow's error, or by halving.
     """
     buf = pa.py_buffer(data)
-    tables: list[tuple[pa.Table, list[int]]] = []
+    tables: list[tuple[pa.Table, Sequence[int]]] = []
     failed: list[int] = []
     todo = [(piece, True)]
     while todo:
@@ -1223,19 +1224,17 @@ def _screened(plan: _Plan, lines: pa.Array) -> list[int]:
     return pc.indices_nonzero(_f(pc.match_substring_regex(lines, plan.wrong_type))).to_pylist()
 
 
-def _pieces(starts: list[int], clean: list[bool]) -> list[_Piece]:
-    """Runs of consecutive clean lines, cut after about :data:`PIECE_BYTES`."""
+def _pieces(starts: list[int], suspects: list[int]) -> list[_Piece]:
+    """Runs of consecutive lines between the ``suspects`` (sorted), cut after about :data:`PIECE_BYTES`:
+    a piece ends with the first line that brings it to that size. Work per piece, not per line."""
     out: list[_Piece] = []
-    first = None
-    for i, ok in enumerate(clean):
-        if ok and first is None:
-            first = i
-        if first is not None and (not ok or starts[i + 1] - starts[first] >= PIECE_BYTES):
-            last = i + 1 if ok else i
-            out.append(_Piece(list(range(first, last))))
-            first = None
-    if first is not None:
-        out.append(_Piece(list(range(first, len(clean)))))
+    first = 0
+    for stop in [*suspects, len(starts) - 1]:
+        while first < stop:
+            end = min(bisect.bisect_left(starts, starts[first] + PIECE_BYTES, first + 1, stop + 1), stop)
+            out.append(_Piece(range(first, end)))
+            first = end
+        first = stop + 1
     return out
 
 
@@ -1263,7 +1262,7 @@ def check_ndjson(ds: Dataset, data: bytes, first_line: int, *, starts: list[int]
     failing: dict[int, _Failing | None] = {}
     fast = None
     if len(fallback_idx) < n:
-        tables, failed = _parse_all(plan, data, starts, lines, pc.invert(suspect).to_pylist())
+        tables, failed = _parse_all(plan, data, starts, lines, sorted(fallback_idx))
         fallback_idx.update(failed)
         _SCREEN_FIRST[ds.table_name] = bool(failed) or screened > 0
         if tables:
@@ -1338,10 +1337,10 @@ def _structural_suspects(plan: _Plan, data: bytes, lines: pa.Array, *, screen: b
 
 
 def _parse_all(
-    plan: _Plan, data: bytes, starts: list[int], lines: pa.Array, clean: list[bool]
-) -> tuple[list[tuple[pa.Table, list[int]]], list[int]]:
+    plan: _Plan, data: bytes, starts: list[int], lines: pa.Array, suspects: list[int]
+) -> tuple[list[tuple[pa.Table, Sequence[int]]], list[int]]:
     """Arrow's parse of the clean lines, piece by piece on a small thread pool (Arrow releases the GIL)."""
-    pieces = _pieces(starts, clean)
+    pieces = _pieces(starts, suspects)
     if len(pieces) == 1:
         results = [_parse_piece(plan, data, starts, lines, pieces[0])]
     else:
@@ -1394,14 +1393,16 @@ def _max_line() -> int:
 
 
 def _ndjson_frame(
-    plan: _Plan, raw: _Lines, tables: list[tuple[pa.Table, list[int]]]
+    plan: _Plan, raw: _Lines, tables: list[tuple[pa.Table, Sequence[int]]]
 ) -> tuple[_Frame, pa.Array]:
     """Stack the parsed pieces and turn Arrow's values into the checks' view of the JSON model; also the
     index of each row's line in the chunk."""
     names = list(plan.fields)
     table = pa.concat_tables([t.select(names) for t, _ in tables]).combine_chunks()
     n = table.num_rows
-    line_idx = pa.array([i for _, idx in tables for i in idx], pa.int64())
+    line_idx = pa.concat_arrays(
+        [pc.add(_iota(len(idx)), idx[0]) if isinstance(idx, range) else pa.array(idx, pa.int64()) for _, idx in tables]
+    )
     row_ok = _trues(n)
     values: dict[str, _Values] = {}
     for name, f in plan.fields.items():
