@@ -59,3 +59,19 @@ def test_bench_runs_small_and_writes_comparable_results(tmp_path):
     assert res["ratio_vs_jsonschema"]["ndjson"] == res["ingest_ndjson_rps"] / res["jsonschema_ndjson_rps"]
     # The generated files are removed (they are large at full size).
     assert not (tmp_path / "home" / "bench" / "work").exists()
+
+
+def test_a_bench_child_reports_its_own_peak_memory_not_its_parents():
+    # ru_maxrss of a child started from a large parent includes the parent's memory at the fork: the
+    # bench once reported its own peak for every ingest. The child here holds little; the parent 600 MiB.
+    ballast = b"\x01" * (600 << 20)
+    proc = subprocess.run(
+        [sys.executable, "-c", "from tests.bench.run import _peak_rss_mib; print(_peak_rss_mib())"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "plugins")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert float(proc.stdout) < 300 < len(ballast) >> 20

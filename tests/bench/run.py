@@ -61,6 +61,16 @@ def _child(*args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
 
 
 def _peak_rss_mib() -> float:
+    """This process's peak resident memory. On Linux, VmHWM of its own address space: ``ru_maxrss`` also
+    counts the parent's memory at the time of the fork (the exec folds the old address space's peak into
+    it), so every child reported the bench parent's peak."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
