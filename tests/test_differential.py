@@ -1257,3 +1257,33 @@ def test_pieces_cover_the_lines_between_suspects_in_order_and_stop_at_the_size(m
             assert p == list(range(p[0], p[-1] + 1))  # contiguous
             # only its last line takes a piece to the size (one line may be longer on its own)
             assert starts[p[-1]] - starts[p[0]] < fastpath.PIECE_BYTES
+
+
+def test_amount_rule_in_integers_and_decimals_agrees_with_the_reference() -> None:
+    # amount = quantity × unit_price, half-up to the cent: the fast path works in integers when the three
+    # numbers sit on their grids (0.001, 0.0001, 0.01) and the product fits 63 bits, in decimals otherwise.
+    # Ties at half a cent, the edges of both routes, off-grid numbers and amounts a cent off, mixed in
+    # one chunk so that both routes run side by side.
+    ds = get_dataset(*SETTLE)
+    quantities = [3, Decimal("0.5"), Decimal("1.005"), Decimal("0.0001"), 12345678, Decimal("999999.999"),
+                  Decimal("1.2345"), Decimal("90000000"), Decimal("0.001")]
+    prices = [Decimal("6.6650"), Decimal("0.0050"), Decimal("99999.9999"), Decimal("0.0001"),
+              Decimal("1234567.8901"), Decimal("10000.0000")]
+    lines = []
+    for q in quantities:
+        for p in prices:
+            exact = Decimal(q) * p
+            expected = exact.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+            # what a quantity rounded onto the 0.001 grid would give: must not pass for 1.2345
+            off_grid = (Decimal(q).quantize(Decimal("0.001")) * p).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+            for amount in (expected, expected + Decimal("0.01"), expected - Decimal("0.01"),
+                           expected + Decimal("0.001"), exact, off_grid):
+                if amount < 0 or amount >= Decimal("1e16"):
+                    continue
+                rec = {**VALID[SETTLE], "quantity": q, "unit_price": p, "amount": amount,
+                       "eligible_amount": Decimal("0.00"), "fund_paid": Decimal("0.00")}
+                lines.append(dump(rec))
+    assert len(lines) > 200
+    check_ndjson_both(ds, "\n".join(lines) + "\n")
+    fast = fast_ndjson(ds, "\n".join(lines) + "\n")
+    assert len(fast[1]) > 50 and len(fast[2]) > 50  # both verdicts occur

@@ -811,14 +811,7 @@ def _rules_ok(plan: _Plan, frame: _Frame) -> dict[str, pa.Array]:
                 if f.kind == "resident_id":
                     out.append(_check_characters_ok(vals[f.name].values))
         elif rule == "amount_equals_quantity_times_price":
-            q = vals["quantity"].decimal()
-            p = vals["unit_price"].decimal(4 if plan.fields["unit_price"].places == 4 else 18)
-            a = vals["amount"].decimal(2 if plan.fields["amount"].places == 2 else 18)
-            product = pc.multiply(
-                pc.cast(q, pa.decimal256(38, 18)), pc.cast(p, pa.decimal256(24, 4), safe=False)
-            )
-            expected = pc.round(product, 2, round_mode="half_towards_infinity")
-            out.append(_f(pc.equal(pc.cast(a, expected.type), expected)))
+            out.append(_amount_rule_ok(plan, vals))
         elif rule in _NOT_ABOVE:
             lower, upper = _NOT_ABOVE[rule]
             lo, hi = vals[lower], vals[upper]
@@ -833,6 +826,42 @@ def _rules_ok(plan: _Plan, frame: _Frame) -> dict[str, pa.Array]:
             out.append(pc.invert(_f(pc.less(a, b))))
         rules[rule] = _all(out, frame.n)
     return rules
+
+
+def _amount_rule_ok(plan: _Plan, vals: dict[str, _Values]) -> pa.Array:
+    """Rows where amount = quantity × unit_price rounded half-up to the cent, as the reference's decimals
+    decide. In integers (thousandths × ten-thousandths of a yuan) for the rows whose three numbers are
+    exactly on those grids and whose product fits in 63 bits — nearly all; in 256-bit decimals otherwise."""
+    q, p, a = vals["quantity"], vals["unit_price"], vals["amount"]
+    fast: pa.Array | None = None
+    if q.exact and p.exact and a.exact:
+        (qi, q_ok), (pi, p_ok), (ai, a_ok) = _on_grid(q.floats, 3), _on_grid(p.floats, 4), _on_grid(a.floats, 2)
+        fits = _f(pc.less(pc.abs(pc.multiply(q.floats, p.floats)), 9e11))  # product < 9e18 ten-millionths
+        fast = _f(pc.and_(pc.and_(q_ok, p_ok), pc.and_(a_ok, fits)))
+        product = pc.multiply(pc.if_else(fast, qi, 0), pc.if_else(fast, pi, 0))
+        cents = pc.divide(pc.add(pc.abs(product), 50_000), 100_000)  # half away from zero, as ROUND_HALF_UP
+        expected = pc.if_else(pc.less(product, 0), pc.negate(cents), cents)
+        int_ok = _f(pc.and_(fast, pc.equal(pc.if_else(fast, ai, 0), expected)))
+        if fast.true_count == len(fast):
+            return int_ok
+    qd = q.decimal()
+    pd = p.decimal(4 if plan.fields["unit_price"].places == 4 else 18)
+    ad = a.decimal(2 if plan.fields["amount"].places == 2 else 18)
+    product = pc.multiply(pc.cast(qd, pa.decimal256(38, 18)), pc.cast(pd, pa.decimal256(24, 4), safe=False))
+    rounded = pc.round(product, 2, round_mode="half_towards_infinity")
+    dec_ok = _f(pc.equal(pc.cast(ad, rounded.type), rounded))
+    return dec_ok if fast is None else pc.if_else(fast, int_ok, dec_ok)
+
+
+def _on_grid(x: pa.Array, places: int) -> tuple[pa.Array, pa.Array]:
+    """(x × 10^places as int64, whether that is exactly the number as written): the float holds a number
+    of at most 15 digits, and the integer divided back must give the same float (15 digits always
+    round-trip through a float64, and IEEE division rounds correctly) with at most 15 digits itself."""
+    scale = 10.0**places
+    safe = pc.if_else(_f(pc.less(pc.abs(x), 1e15 / scale)), x, 0.0)
+    scaled = pc.round(pc.multiply(safe, scale))
+    exact = pc.and_(_f(pc.less(pc.abs(x), 1e15 / scale)), _f(pc.equal(pc.divide(scaled, scale), x)))
+    return pc.cast(scaled, pa.int64()), exact
 
 
 _WEIGHTS = [pow(2, 18 - i, 11) for i in range(1, 18)]
