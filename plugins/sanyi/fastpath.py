@@ -64,6 +64,7 @@ __all__ = [
     "check_ndjson",
     "check_records",
     "iter_csv",
+    "line_starts",
     "supports",
 ]
 
@@ -830,8 +831,9 @@ def _rules_ok(plan: _Plan, frame: _Frame) -> dict[str, pa.Array]:
 
 def _amount_rule_ok(plan: _Plan, vals: dict[str, _Values]) -> pa.Array:
     """Rows where amount = quantity × unit_price rounded half-up to the cent, as the reference's decimals
-    decide. In integers (thousandths × ten-thousandths of a yuan) for the rows whose three numbers are
-    exactly on those grids and whose product fits in 63 bits — nearly all; in 256-bit decimals otherwise."""
+    decide. In integers (quantity in thousandths, price in ten-thousandths of a yuan, amount in cents) for
+    the rows whose three numbers are exactly on those grids and whose product fits in 63 bits — nearly all;
+    in 256-bit decimals for the others."""
     q, p, a = vals["quantity"], vals["unit_price"], vals["amount"]
     fast: pa.Array | None = None
     if q.exact and p.exact and a.exact:
@@ -858,9 +860,9 @@ def _on_grid(x: pa.Array, places: int) -> tuple[pa.Array, pa.Array]:
     of at most 15 digits, and the integer divided back must give the same float (15 digits always
     round-trip through a float64, and IEEE division rounds correctly) with at most 15 digits itself."""
     scale = 10.0**places
-    safe = pc.if_else(_f(pc.less(pc.abs(x), 1e15 / scale)), x, 0.0)
-    scaled = pc.round(pc.multiply(safe, scale))
-    exact = pc.and_(_f(pc.less(pc.abs(x), 1e15 / scale)), _f(pc.equal(pc.divide(scaled, scale), x)))
+    small = _f(pc.less(pc.abs(x), 1e15 / scale))
+    scaled = pc.round(pc.multiply(pc.if_else(small, x, 0.0), scale))
+    exact = pc.and_(small, _f(pc.equal(pc.divide(scaled, scale), x)))
     return pc.cast(scaled, pa.int64()), exact
 
 
