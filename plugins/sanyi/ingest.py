@@ -1082,9 +1082,9 @@ class _Pseudonyms:
         self.conn: Any = None  # connected at the first chunk with ids
 
     def __call__(self, ids: pa.ChunkedArray | pa.Array) -> pa.Array:
-        import duckdb
-
         if self.conn is None:
+            import duckdb
+
             self.conn = duckdb.connect(config={"threads": 1})  # one core: the other validates
         encoded = pc.dictionary_encode(ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids)
         self.conn.register("ids", pa.table({"id": encoded.dictionary}))
@@ -1496,8 +1496,9 @@ def _arrow_memory_pool() -> None:
         return
     try:
         pa.set_memory_pool(pa.jemalloc_memory_pool())
-    except NotImplementedError:  # a pyarrow built without jemalloc keeps its default
-        pass
+    except NotImplementedError:
+        log.info("pyarrow was built without jemalloc: Arrow keeps its default allocator (%s)",
+                 pa.default_memory_pool().backend_name)
 
 
 def _tmp_root(settings: Settings) -> Path:

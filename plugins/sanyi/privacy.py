@@ -12,6 +12,7 @@ partial id says something about the person, and a fixed token is impossible to m
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 from typing import Any
 
@@ -97,17 +98,17 @@ def pseudonymise(key: bytes, resident_id: str) -> str:
     The id is used exactly as given (ids are case-sensitive; no normalisation), so the same person
     gets the same pseudonym from every agency as long as the key is the same.
     """
+    if not isinstance(key, bytes | bytearray) or not key:
+        raise ValueError("pseudonymise needs a non-empty key (bytes)")
     if not isinstance(resident_id, str):
         raise TypeError("pseudonymise takes the resident id as a str")
-    inner_pad, outer_pad = hmac_pads(key)
-    inner = hashlib.sha256(inner_pad + resident_id.encode("utf-8")).digest()
-    return hashlib.sha256(outer_pad + inner).hexdigest()
+    return hmac.new(bytes(key), resident_id.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
 def hmac_pads(key: bytes) -> tuple[bytes, bytes]:
-    """The inner and outer pads of HMAC-SHA256 (RFC 2104) for ``key``: the pseudonym of an id is
-    ``SHA-256(outer + SHA-256(inner + id))``, as 64 lower-case hex characters. The loader hashes a chunk's
-    ids with them in SQL (``sql/ingest/pseudonyms.sql``)."""
+    """The inner and outer pads of HMAC-SHA256 (RFC 2104) for ``key``, for the loader's SQL hashing of a
+    chunk's ids (``sql/ingest/pseudonyms.sql``): ``SHA-256(outer + SHA-256(inner + id))`` as hex is
+    :func:`pseudonymise`'s HMAC."""
     if not isinstance(key, bytes | bytearray) or not key:
         raise ValueError("pseudonymise needs a non-empty key (bytes)")
     block = bytes(key) if len(key) <= 64 else hashlib.sha256(bytes(key)).digest()
