@@ -1,9 +1,12 @@
 """The indicator engine: runs ``sql/indicators/*.sql`` on a DuckDB connection for one period.
 
 Each indicator is two SQL files (``<id>.sql`` → results rows, ``<id>.findings.sql`` → findings), single
-SELECTs over the warehouse tables, plus an optional ``<id>.base.sql``: ``CREATE OR REPLACE TEMP VIEW
+SELECTs over the warehouse tables, plus an optional ``<id>.base.sql``: ``CREATE OR REPLACE TEMP TABLE
 <id>__<name> AS …`` statements holding the logic both SELECTs share, run just before them, so that the
-findings stand on exactly the rows the results judged. Before any of them, the engine registers two
+findings stand on exactly the rows the results judged. Tables, not views: a view is computed again at
+every reference, and the findings' correlated subqueries referred to the costly ones (the trace-code
+self-join) several times each; computed once, the 10M-line month takes a third of the time. They are
+dropped once the indicator's two SELECTs have been read. Before any of them, the engine registers two
 tables the SQL reads — ``params`` (one row: every policy parameter in force for the period, plus
 ``period``, ``period_start``, ``period_end`` and ``now_local``) and ``schedules`` (the submission
 schedules) — and runs the shared views of ``sql/indicators/_common.sql``. Policy parameters are data
@@ -50,7 +53,7 @@ DEFAULT_POLICY_FILE = PROJECT_ROOT / "policy" / "parameters.toml"
 DEFAULT_SQL_DIR = PROJECT_ROOT / "sql" / "indicators"
 COMMON_SQL = "_common.sql"
 BASE_SUFFIX = ".base.sql"
-"""``<id>.base.sql``: the optional views an indicator's results and findings SELECTs both read."""
+"""``<id>.base.sql``: the optional temp tables an indicator's results and findings SELECTs both read."""
 
 CST = timezone(timedelta(hours=8), "UTC+08:00")
 
@@ -426,10 +429,13 @@ def compute(
             if SKIP_MISSING_SQL:
                 continue
             raise IndicatorError(f"indicator {indicator}: missing SQL {missing} in {folder}")
-        # Re-run for every computation: the views read this period's params.
-        _run_statements(conn, folder / f"{indicator}{BASE_SUFFIX}")
-        res = _run(conn, files[0], RESULT_COLUMNS)
-        fnd = _run(conn, files[1], FINDING_COLUMNS)
+        try:
+            # Re-run for every computation: the tables are computed with this period's params.
+            _run_statements(conn, folder / f"{indicator}{BASE_SUFFIX}")
+            res = _run(conn, files[0], RESULT_COLUMNS)
+            fnd = _run(conn, files[1], FINDING_COLUMNS)
+        finally:
+            _drop_base_tables(conn, indicator)
         _check_results(indicator, period, res)
         _check_findings(indicator, period, fnd)
         results.append(res)
@@ -464,6 +470,17 @@ def _run_statements(conn: duckdb.DuckDBPyConnection, file: Path) -> None:
         conn.execute(file.read_text(encoding="utf-8"))
     except duckdb.Error as exc:
         raise IndicatorError(f"{file.name}: {exc}") from exc
+
+
+def _drop_base_tables(conn: duckdb.DuckDBPyConnection, indicator: str) -> None:
+    """Drop the temp tables ``<indicator>__*`` of its base file: their memory is not held through the
+    next indicators."""
+    names = conn.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE temporary AND starts_with(table_name, ?)",
+        [f"{indicator}__"],
+    ).fetchall()
+    for (name,) in names:
+        conn.execute(f'DROP TABLE IF EXISTS temp.main."{name}"')
 
 
 def _run(

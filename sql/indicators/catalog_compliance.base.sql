@@ -1,9 +1,9 @@
--- 9. catalog_compliance: views shared by catalog_compliance.sql and catalog_compliance.findings.sql.
+-- 9. catalog_compliance: tables shared by catalog_compliance.sql and catalog_compliance.findings.sql.
 
 -- Lines of the period with fund paid for a drug not in the catalog in force at the settlement date
 -- (the date in UTC+08:00, whatever the timestamp's offset). The findings list them; the results
 -- count them and sum their fund_paid.
-CREATE OR REPLACE TEMP VIEW catalog_compliance__outside AS
+CREATE OR REPLACE TEMP TABLE catalog_compliance__outside AS
 SELECT
     s.settlement_id,
     s.line_no,

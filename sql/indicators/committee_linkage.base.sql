@@ -1,8 +1,8 @@
--- 2. committee_linkage: the views its results and findings SELECTs both read,
+-- 2. committee_linkage: the tables its results and findings SELECTs both read, computed once,
 -- so that the findings stand on exactly the rows the results judge.
 
 -- The version assessed: the highest catalog_version published on or before month end (P = its date).
-CREATE OR REPLACE TEMP VIEW committee_linkage__assessed_version AS
+CREATE OR REPLACE TEMP TABLE committee_linkage__assessed_version AS
 SELECT c.catalog_version, MAX(c.published_on) AS published_on
 FROM insurance.drug_catalog c
 WHERE c.catalog_version = (
@@ -15,7 +15,7 @@ GROUP BY c.catalog_version;
 
 -- Level-3 public institutions in force at month end, each with its own deadline
 -- D = max(P, valid_from) + N months (the month shift clamps the day to the month's last day).
-CREATE OR REPLACE TEMP VIEW committee_linkage__institutions AS
+CREATE OR REPLACE TEMP TABLE committee_linkage__institutions AS
 SELECT
     i.institution_code,
     i.valid_from,
@@ -33,7 +33,7 @@ WHERE i.ownership = 'public'
   AND i.valid_from <= p.period_end
   AND (i.valid_to IS NULL OR i.valid_to > p.period_end);
 
-CREATE OR REPLACE TEMP VIEW committee_linkage__assessed AS
+CREATE OR REPLACE TEMP TABLE committee_linkage__assessed AS
 SELECT
     i.*,
     (
@@ -49,7 +49,7 @@ SELECT
 FROM committee_linkage__institutions i
 CROSS JOIN params p;
 
-CREATE OR REPLACE TEMP VIEW committee_linkage__judged AS
+CREATE OR REPLACE TEMP TABLE committee_linkage__judged AS
 SELECT
     a.*,
     CASE

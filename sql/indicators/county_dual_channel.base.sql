@@ -1,8 +1,8 @@
--- 3. county_dual_channel: the views its results and findings SELECTs both read,
+-- 3. county_dual_channel: the tables its results and findings SELECTs both read, computed once,
 -- so that the findings stand on exactly the rows the results judge.
 
 -- Every county division with its dual-channel pharmacies designated and not revoked at month end.
-CREATE OR REPLACE TEMP VIEW county_dual_channel__counties AS
+CREATE OR REPLACE TEMP TABLE county_dual_channel__counties AS
 SELECT
     d.division_code AS county_code,
     d.name,
@@ -18,7 +18,7 @@ FROM health.divisions d
 CROSS JOIN params p
 WHERE d.level = 'county';
 
-CREATE OR REPLACE TEMP VIEW county_dual_channel__judged AS
+CREATE OR REPLACE TEMP TABLE county_dual_channel__judged AS
 SELECT
     c.*,
     CASE WHEN c.pharmacies >= c.threshold THEN 'compliant' ELSE 'breach' END AS status

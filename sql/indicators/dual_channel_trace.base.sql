@@ -1,9 +1,9 @@
--- 4. dual_channel_trace: the views its results and findings SELECTs both read,
+-- 4. dual_channel_trace: the tables its results and findings SELECTs both read, computed once,
 -- so that the findings stand on exactly the rows the results judge.
 
 -- Lines: settled in the period (date in UTC+08:00) at a dual-channel pharmacy designated and not
 -- revoked on the settlement date, for a drug negotiated and in agreement by the catalog in force then.
-CREATE OR REPLACE TEMP VIEW dual_channel_trace__lines AS
+CREATE OR REPLACE TEMP TABLE dual_channel_trace__lines AS
 SELECT
     s.settlement_id,
     s.line_no,
@@ -31,7 +31,7 @@ WHERE s.settled_on BETWEEN p.period_start AND p.period_end
 
 -- Each trace code of a line, matched when the pharmacy sold or dispensed it within the window
 -- (calendar dates in UTC+08:00, either side of the settlement date).
-CREATE OR REPLACE TEMP VIEW dual_channel_trace__line_codes AS
+CREATE OR REPLACE TEMP TABLE dual_channel_trace__line_codes AS
 SELECT
     l.settlement_id,
     l.line_no,
@@ -50,7 +50,7 @@ CROSS JOIN params p
 CROSS JOIN UNNEST(l.trace_codes) AS t(trace_code);
 
 -- A line is traced when it has at least one code and every code is matched.
-CREATE OR REPLACE TEMP VIEW dual_channel_trace__traced AS
+CREATE OR REPLACE TEMP TABLE dual_channel_trace__traced AS
 SELECT
     l.*,
     COALESCE(c.codes, 0) AS codes,
@@ -63,11 +63,11 @@ LEFT JOIN (
     GROUP BY settlement_id, line_no
 ) c ON c.settlement_id = l.settlement_id AND c.line_no = l.line_no;
 
-CREATE OR REPLACE TEMP VIEW dual_channel_trace__judged_lines AS
+CREATE OR REPLACE TEMP TABLE dual_channel_trace__judged_lines AS
 SELECT t.*, CASE WHEN t.codes > 0 AND t.unmatched = 0 THEN 1 ELSE 0 END AS is_traced
 FROM dual_channel_trace__traced t;
 
-CREATE OR REPLACE TEMP VIEW dual_channel_trace__pharmacies AS
+CREATE OR REPLACE TEMP TABLE dual_channel_trace__pharmacies AS
 SELECT
     j.pharmacy_code,
     SUM(j.is_traced) AS traced_lines,

@@ -1,8 +1,8 @@
--- 1. nego_allocation: the views its results and findings SELECTs both read,
+-- 1. nego_allocation: the tables its results and findings SELECTs both read, computed once,
 -- so that the findings stand on exactly the rows the results judge.
 
 -- Varieties (generic names) negotiated and in agreement at month end, by the catalog in force then.
-CREATE OR REPLACE TEMP VIEW nego_allocation__nego_varieties AS
+CREATE OR REPLACE TEMP TABLE nego_allocation__nego_varieties AS
 SELECT DISTINCT c.generic_name, c.specialty
 FROM catalog_at_period_end c
 CROSS JOIN params p
@@ -10,12 +10,12 @@ WHERE c.negotiated
   AND (c.negotiated_valid_to IS NULL OR c.negotiated_valid_to >= p.period_end);
 
 -- Every drug code the catalog in force maps to a variety (any code of the name counts as stocking it).
-CREATE OR REPLACE TEMP VIEW nego_allocation__variety_codes AS
+CREATE OR REPLACE TEMP TABLE nego_allocation__variety_codes AS
 SELECT DISTINCT c.generic_name, c.drug_code
 FROM catalog_at_period_end c;
 
 -- Population: level-3 public institutions in force at month end, with the threshold of their row.
-CREATE OR REPLACE TEMP VIEW nego_allocation__institutions AS
+CREATE OR REPLACE TEMP TABLE nego_allocation__institutions AS
 SELECT
     i.institution_code,
     i.category,
@@ -35,7 +35,7 @@ WHERE i.ownership = 'public'
   AND (i.valid_to IS NULL OR i.valid_to > p.period_end);
 
 -- Dual-channel pharmacies designated and not revoked at month end.
-CREATE OR REPLACE TEMP VIEW nego_allocation__pharmacies AS
+CREATE OR REPLACE TEMP TABLE nego_allocation__pharmacies AS
 SELECT d.pharmacy_code, p.nego_allocation_min_rate_pharmacy AS threshold
 FROM insurance.dual_channel_pharmacies d
 CROSS JOIN params p
@@ -43,7 +43,7 @@ WHERE d.designated_on <= p.period_end
   AND (d.revoked_on IS NULL OR d.revoked_on > p.period_end);
 
 -- Denominator pairs: a specialist institution is assessed on the varieties of its own specialty only.
-CREATE OR REPLACE TEMP VIEW nego_allocation__targets AS
+CREATE OR REPLACE TEMP TABLE nego_allocation__targets AS
 SELECT DISTINCT 'institution' AS entity_type, i.institution_code AS entity_code, v.generic_name
 FROM nego_allocation__institutions i
 JOIN nego_allocation__nego_varieties v ON i.category <> 'specialist' OR v.specialty = i.specialty
@@ -54,7 +54,7 @@ CROSS JOIN nego_allocation__nego_varieties v;
 
 -- Numerator pairs. Institutions: a formulary listing in force at month end of a code of the variety.
 -- Pharmacies: a `received` trace event at the pharmacy within the window ending on month end.
-CREATE OR REPLACE TEMP VIEW nego_allocation__stocked AS
+CREATE OR REPLACE TEMP TABLE nego_allocation__stocked AS
 SELECT t.entity_type, t.entity_code, t.generic_name
 FROM nego_allocation__targets t
 CROSS JOIN params p
@@ -85,14 +85,14 @@ WHERE t.entity_type = 'pharmacy'
             p.period_end - (p.nego_allocation_pharmacy_window_days - 1) * INTERVAL '1' DAY AS DATE)
   );
 
-CREATE OR REPLACE TEMP VIEW nego_allocation__entities AS
+CREATE OR REPLACE TEMP TABLE nego_allocation__entities AS
 SELECT 'institution' AS entity_type, institution_code AS entity_code, threshold
 FROM nego_allocation__institutions
 UNION ALL
 SELECT 'pharmacy' AS entity_type, pharmacy_code AS entity_code, threshold
 FROM nego_allocation__pharmacies;
 
-CREATE OR REPLACE TEMP VIEW nego_allocation__rates AS
+CREATE OR REPLACE TEMP TABLE nego_allocation__rates AS
 SELECT
     e.entity_type,
     e.entity_code,
@@ -103,7 +103,7 @@ SELECT
      WHERE t.entity_type = e.entity_type AND t.entity_code = e.entity_code) AS denominator
 FROM nego_allocation__entities e;
 
-CREATE OR REPLACE TEMP VIEW nego_allocation__assessed AS
+CREATE OR REPLACE TEMP TABLE nego_allocation__assessed AS
 SELECT
     r.*,
     CASE

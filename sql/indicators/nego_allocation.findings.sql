@@ -1,5 +1,5 @@
 -- 1. nego_allocation findings: one missing_variety per variety a breaching entity lacks.
--- The views of nego_allocation.base.sql are those the results read: findings follow exactly the same rows.
+-- The tables of nego_allocation.base.sql are those the results read: findings follow exactly the same rows.
 SELECT
     'nego_allocation' AS indicator,
     p.period,

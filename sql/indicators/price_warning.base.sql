@@ -1,7 +1,7 @@
--- 10. price_warning: the views its results and findings SELECTs both read,
+-- 10. price_warning: the tables its results and findings SELECTs both read, computed once,
 -- so that the findings stand on exactly the rows the results judge.
 
-CREATE OR REPLACE TEMP VIEW price_warning__monthly AS
+CREATE OR REPLACE TEMP TABLE price_warning__monthly AS
 SELECT
     o.drug_code,
     EXTRACT(YEAR FROM o.ordered_on) * 12 + EXTRACT(MONTH FROM o.ordered_on) AS month_index,
@@ -13,13 +13,13 @@ CROSS JOIN params p
 WHERE o.ordered_on <= p.period_end
 GROUP BY o.drug_code, EXTRACT(YEAR FROM o.ordered_on) * 12 + EXTRACT(MONTH FROM o.ordered_on);
 
-CREATE OR REPLACE TEMP VIEW price_warning__current_month AS
+CREATE OR REPLACE TEMP TABLE price_warning__current_month AS
 SELECT m.drug_code, m.spend, m.quantity, m.month_index
 FROM price_warning__monthly m
 CROSS JOIN params p
 WHERE m.month_index = EXTRACT(YEAR FROM p.period_start) * 12 + EXTRACT(MONTH FROM p.period_start);
 
-CREATE OR REPLACE TEMP VIEW price_warning__earlier AS
+CREATE OR REPLACE TEMP TABLE price_warning__earlier AS
 SELECT c.drug_code, m.spend, m.quantity, m.first_order_on
 FROM price_warning__current_month c
 JOIN price_warning__monthly m
@@ -27,7 +27,7 @@ JOIN price_warning__monthly m
  AND m.month_index = (SELECT MAX(e.month_index) FROM price_warning__monthly e
                       WHERE e.drug_code = c.drug_code AND e.month_index < c.month_index);
 
-CREATE OR REPLACE TEMP VIEW price_warning__compared AS
+CREATE OR REPLACE TEMP TABLE price_warning__compared AS
 SELECT
     c.drug_code,
     CAST(c.spend AS DOUBLE) / c.quantity AS mean_now,

@@ -1,7 +1,7 @@
--- 8. reimbursement_ratio: the views its results and findings SELECTs both read,
+-- 8. reimbursement_ratio: the tables its results and findings SELECTs both read, computed once,
 -- so that the findings stand on exactly the rows the results judge.
 
-CREATE OR REPLACE TEMP VIEW reimbursement_ratio__ratio AS
+CREATE OR REPLACE TEMP TABLE reimbursement_ratio__ratio AS
 SELECT
     s.insurance_type,
     ic.class,
@@ -17,10 +17,10 @@ WHERE s.visit_type = 'inpatient'
   AND ic.class IS NOT NULL
 GROUP BY s.insurance_type, ic.class;
 
-CREATE OR REPLACE TEMP VIEW reimbursement_ratio__types AS
+CREATE OR REPLACE TEMP TABLE reimbursement_ratio__types AS
 SELECT DISTINCT insurance_type FROM reimbursement_ratio__ratio;
 
-CREATE OR REPLACE TEMP VIEW reimbursement_ratio__rules AS
+CREATE OR REPLACE TEMP TABLE reimbursement_ratio__rules AS
 -- One row per insurance type: the three ratios (null when the class has no row or nothing
 -- eligible) and the rule outcomes (null when not assessed).
 SELECT
@@ -40,7 +40,7 @@ LEFT JOIN reimbursement_ratio__ratio r1 ON r1.insurance_type = t.insurance_type 
 LEFT JOIN reimbursement_ratio__ratio r2 ON r2.insurance_type = t.insurance_type AND r2.class = 'secondary'
 LEFT JOIN reimbursement_ratio__ratio r3 ON r3.insurance_type = t.insurance_type AND r3.class = 'tertiary';
 
-CREATE OR REPLACE TEMP VIEW reimbursement_ratio__outcome AS
+CREATE OR REPLACE TEMP TABLE reimbursement_ratio__outcome AS
 SELECT
     u.*,
     CASE WHEN u.r1 IS NOT NULL THEN u.r1 < u.floor_min - u.tol END AS floor_broken,

@@ -1,9 +1,9 @@
--- 11. submission_completeness: views shared by submission_completeness.sql and its findings.
+-- 11. submission_completeness: tables shared by submission_completeness.sql and its findings.
 -- A slot is one business date (daily datasets) or the period (monthly ones); for a month not yet over,
 -- only slots whose on-time deadline has passed are expected.
 
 -- Every slot of the period with its on-time deadline (wall clock, UTC+08:00) and its finding subject.
-CREATE OR REPLACE TEMP VIEW submission_completeness__slot AS
+CREATE OR REPLACE TEMP TABLE submission_completeness__slot AS
 WITH RECURSIVE days (d) AS (
     SELECT p.period_start FROM params p
     UNION ALL
@@ -34,7 +34,7 @@ CROSS JOIN params p
 WHERE s.frequency = 'monthly';
 
 -- Each expected slot with the first arrival of a loaded file covering it (NULL: missing).
-CREATE OR REPLACE TEMP VIEW submission_completeness__assessed AS
+CREATE OR REPLACE TEMP TABLE submission_completeness__assessed AS
 SELECT
     sl.dataset,
     sl.subject,

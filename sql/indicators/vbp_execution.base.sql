@@ -1,7 +1,7 @@
--- 6. vbp_execution: the views its results and findings SELECTs both read,
+-- 6. vbp_execution: the tables its results and findings SELECTs both read, computed once,
 -- so that the findings stand on exactly the rows the results judge.
 
-CREATE OR REPLACE TEMP VIEW vbp_execution__grp AS
+CREATE OR REPLACE TEMP TABLE vbp_execution__grp AS
 SELECT
     g.batch_id,
     g.product_group,
@@ -14,7 +14,7 @@ SELECT
         AS cycle_end
 FROM insurance.vbp_groups g;
 
-CREATE OR REPLACE TEMP VIEW vbp_execution__agreement AS
+CREATE OR REPLACE TEMP TABLE vbp_execution__agreement AS
 SELECT
     a.institution_code,
     a.batch_id,
@@ -33,7 +33,7 @@ CROSS JOIN params p
 WHERE g.exec_start <= p.period_end
   AND g.cycle_end >= p.period_start;
 
-CREATE OR REPLACE TEMP VIEW vbp_execution__volume AS
+CREATE OR REPLACE TEMP TABLE vbp_execution__volume AS
 SELECT
     a.institution_code,
     a.batch_id,
@@ -48,7 +48,7 @@ JOIN insurance.procurement_orders o
  AND o.ordered_on BETWEEN a.exec_start AND a.window_end
 GROUP BY a.institution_code, a.batch_id, a.product_group;
 
-CREATE OR REPLACE TEMP VIEW vbp_execution__measured AS
+CREATE OR REPLACE TEMP TABLE vbp_execution__measured AS
 SELECT
     a.*,
     COALESCE(v.selected_volume, 0) AS selected_volume,
@@ -69,7 +69,7 @@ LEFT JOIN vbp_execution__volume v
  AND v.product_group = a.product_group
 CROSS JOIN params p;
 
-CREATE OR REPLACE TEMP VIEW vbp_execution__bounded AS
+CREATE OR REPLACE TEMP TABLE vbp_execution__bounded AS
 SELECT
     m.*,
     m.institution_code || '|' || m.batch_id || '|' || m.product_group AS entity_code,

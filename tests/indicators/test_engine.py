@@ -18,7 +18,7 @@ from .conftest import check_findings_behind_breaches, create_warehouse, insert, 
 NOW = datetime(2024, 7, 10, 1, 2, 3, tzinfo=UTC)
 MINE = ("nego_allocation", "committee_linkage", "county_dual_channel", "dual_channel_trace",
         "duplicate_trace")
-# Every indicator's base views file (globbed, so a new one is checked too), without ".sql".
+# Every indicator's base tables file (globbed, so a new one is checked too), without ".sql".
 BASE_FILES = sorted(f.name[: -len(".sql")] for f in indicators.DEFAULT_SQL_DIR.glob(f"*{indicators.BASE_SUFFIX}"))
 DN = "X" + "N" * 22
 P1, P2 = "P33010200001", "P33010300001"
@@ -177,18 +177,39 @@ def test_params_and_schedules_are_registered(warehouse, tmp_path):
     assert warehouse.sql("SELECT x FROM marker").fetchall() == [(1,)]   # _common.sql ran
 
 
-def test_base_views_run_before_the_selects_and_read_this_periods_params(warehouse, tmp_path):
-    # The SELECT reads a view of the base file; the view reads params, so each period sees its own values.
+def test_base_tables_run_before_the_selects_and_read_this_periods_params(warehouse, tmp_path):
+    # The SELECT reads a table of the base file; the table reads params, so each period sees its own values.
     write_sql(tmp_path, "nego_allocation", RESULT_SQL.format(status="not_applicable").replace(
         "FROM params p", "FROM nego_allocation__shared v CROSS JOIN params p").replace(
         "CAST(p.period_end AS VARCHAR) || ' ' || CAST(p.now_local AS VARCHAR)", "v.shared_period"))
     (tmp_path / "nego_allocation.base.sql").write_text(
-        "CREATE OR REPLACE TEMP VIEW nego_allocation__shared AS SELECT p.period AS shared_period FROM params p;",
+        "CREATE OR REPLACE TEMP TABLE nego_allocation__shared AS SELECT p.period AS shared_period FROM params p;",
         encoding="utf-8")
     for period in ("2024-02", "2024-03"):
         results, _ = indicators.compute(warehouse, period, now=NOW, indicators=["nego_allocation"],
                                         sql_dir=tmp_path)
         assert results.column("entity_code").to_pylist() == [period]
+
+
+def _base_tables_left(conn) -> list[str]:
+    rows = conn.sql("SELECT table_name FROM duckdb_tables() WHERE temporary ORDER BY 1").fetchall()
+    return [name for (name,) in rows if any(name.startswith(f"{i}__") for i in INDICATORS)]
+
+
+def test_base_tables_are_dropped_once_their_indicator_is_read(sample):
+    indicators.compute(sample, "2024-06", now=NOW)
+    assert _base_tables_left(sample) == []
+    # …and only theirs: the registered params and the caller's own temp tables stay.
+    assert sample.sql("SELECT COUNT(*) FROM params").fetchall() == [(1,)]
+
+
+def test_base_tables_are_dropped_when_a_select_fails(warehouse, tmp_path):
+    write_sql(tmp_path, "nego_allocation", "SELECT * FROM no_such_table")
+    (tmp_path / "nego_allocation.base.sql").write_text(
+        "CREATE OR REPLACE TEMP TABLE nego_allocation__shared AS SELECT 1 AS x;", encoding="utf-8")
+    with pytest.raises(IndicatorError, match="no_such_table"):
+        indicators.compute(warehouse, "2024-02", now=NOW, indicators=["nego_allocation"], sql_dir=tmp_path)
+    assert _base_tables_left(warehouse) == []
 
 
 def test_a_failing_base_file_is_an_indicator_error(warehouse, tmp_path):
@@ -200,14 +221,15 @@ def test_a_failing_base_file_is_an_indicator_error(warehouse, tmp_path):
 
 
 @pytest.mark.parametrize("name", BASE_FILES)
-def test_base_files_only_define_views_named_after_their_indicator(name):
+def test_base_files_only_define_tables_named_after_their_indicator(name):
+    # Tables, computed once: as views, the findings' subqueries computed the costly ones again and again.
     indicator = name.split(".")[0]
     assert indicator in INDICATORS
     statements = [st.strip() for st in _code_only(
         (indicators.DEFAULT_SQL_DIR / f"{name}.sql").read_text(encoding="utf-8")).split(";") if st.strip()]
     assert statements
     for statement in statements:
-        assert re.match(rf"CREATE OR REPLACE TEMP VIEW {indicator}__[a-z0-9_]+ AS\s", statement), statement[:80]
+        assert re.match(rf"CREATE OR REPLACE TEMP TABLE {indicator}__[a-z0-9_]+ AS\s", statement), statement[:80]
 
 
 @pytest.mark.parametrize(
