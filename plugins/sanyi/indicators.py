@@ -30,7 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import msgspec
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from sanyi.config import PROJECT_ROOT
 
@@ -503,11 +505,15 @@ def _run(
 
 
 def _check_common(indicator: str, period: str, table: pa.Table, what: str) -> None:
-    for row in table.select(["indicator", "period", "entity_type", "entity_code"]).to_pylist():
-        if row["indicator"] != indicator or row["period"] != period:
-            raise IndicatorError(f"{indicator} {what}: got {row['indicator']} {row['period']}")
-        if row["entity_type"] not in ENTITY_TYPES or not row["entity_code"]:
-            raise IndicatorError(f"{indicator} {what}: entity {row['entity_type']!r} {row['entity_code']!r}")
+    # Checked column-wise (a month has hundreds of thousands of findings); the first offending row named.
+    ok_id = pc.and_(pc.equal(table.column("indicator"), indicator), pc.equal(table.column("period"), period))
+    ok_entity = pc.and_(pc.is_in(table.column("entity_type"), value_set=pa.array(sorted(ENTITY_TYPES))),
+                        pc.greater(pc.utf8_length(table.column("entity_code")), 0))
+    for ok, message in ((ok_id, "got {indicator} {period}"), (ok_entity, "entity {entity_type!r} {entity_code!r}")):
+        bad = pc.indices_nonzero(pc.invert(pc.fill_null(ok, False)))
+        if len(bad):
+            row = table.slice(bad[0].as_py(), 1).to_pylist()[0]
+            raise IndicatorError(f"{indicator} {what}: " + message.format(**row))
 
 
 def _check_results(indicator: str, period: str, table: pa.Table) -> None:
@@ -525,11 +531,21 @@ def _check_results(indicator: str, period: str, table: pa.Table) -> None:
 def _check_findings(indicator: str, period: str, table: pa.Table) -> None:
     _check_common(indicator, period, table, "findings")
     for detail in table.column("detail").to_pylist():
-        if detail is not None:
+        if detail is None:
+            continue
+        try:
+            # msgspec checks the syntax without building objects (30x json.loads on a month's findings). It
+            # is strict RFC 8259, so what it refuses is judged by json.loads, which also takes the NaN and
+            # Infinity that DuckDB's json_object writes for such doubles.
+            _RAW_JSON.decode(detail)
+        except (msgspec.DecodeError, UnicodeEncodeError):
             try:
                 json.loads(detail)
             except ValueError as exc:
                 raise IndicatorError(f"{indicator}: finding detail is not JSON: {detail[:80]!r}") from exc
+
+
+_RAW_JSON = msgspec.json.Decoder(msgspec.Raw)
 
 
 def _finish(
@@ -543,10 +559,10 @@ def _finish(
     base = pa.schema(columns)
     table = pa.concat_tables(parts) if parts else base.empty_table()
     # Deterministic order: indicator order of indicators.md, then the row's identifying columns.
-    rank = pa.array([INDICATORS.index(i) for i in table.column("indicator").to_pylist()], type=pa.int32())
+    rank = pc.index_in(table.column("indicator"), value_set=pa.array(INDICATORS))
     table = table.append_column("__rank", rank)
     table = table.sort_by([("__rank", "ascending"), *[(k, "ascending") for k in sort_keys]])
     table = table.drop_columns("__rank")
     n = table.num_rows
-    table = table.append_column(schema.field("computed_at"), pa.array([stamp.as_py()] * n, type=stamp.type))
-    return table.append_column(schema.field("source_snapshots"), pa.array([snapshots] * n, type=pa.string()))
+    table = table.append_column(schema.field("computed_at"), pa.repeat(stamp, n))
+    return table.append_column(schema.field("source_snapshots"), pa.repeat(pa.scalar(snapshots, pa.string()), n))

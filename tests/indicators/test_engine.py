@@ -251,11 +251,24 @@ def test_sql_breaking_the_output_contract_is_an_error(warehouse, tmp_path, sql, 
         indicators.compute(warehouse, "2024-02", now=NOW, indicators=["nego_allocation"], sql_dir=tmp_path)
 
 
-def test_finding_detail_must_be_json(warehouse, tmp_path):
+@pytest.mark.parametrize("detail", ["'not json'", """'{"a": 1,}'""", """'{"a": 1} {"b": 2}'""",
+                                    """'{"a": "\x01"}'"""])
+def test_finding_detail_must_be_json(warehouse, tmp_path, detail):
+    # A trailing comma is one of the liberties DuckDB's own json_valid() takes: refused here all the same.
     write_sql(tmp_path, "nego_allocation", RESULT_SQL.format(status="breach"),
-              EMPTY_FINDINGS.replace("'{}'", "'not json'").replace("WHERE FALSE", ""))
+              EMPTY_FINDINGS.replace("'{}'", detail).replace("WHERE FALSE", ""))
     with pytest.raises(IndicatorError, match="JSON"):
         indicators.compute(warehouse, "2024-02", now=NOW, indicators=["nego_allocation"], sql_dir=tmp_path)
+
+
+def test_finding_detail_may_hold_the_non_finite_numbers_duckdb_writes(warehouse, tmp_path):
+    # json_object() writes NaN and Infinity for such doubles; Python's json reads them back, so they pass.
+    detail = "json_object('ratio', CAST('nan' AS DOUBLE), 'cap', CAST('inf' AS DOUBLE))"
+    write_sql(tmp_path, "nego_allocation", RESULT_SQL.format(status="breach"),
+              EMPTY_FINDINGS.replace("'{}'", detail).replace("WHERE FALSE", ""))
+    _, findings = indicators.compute(warehouse, "2024-02", now=NOW, indicators=["nego_allocation"],
+                                     sql_dir=tmp_path)
+    assert findings.column("detail").to_pylist() == ['{"ratio":NaN,"cap":Infinity}']
 
 
 def test_missing_sql_file_is_an_error(warehouse, tmp_path, monkeypatch):
