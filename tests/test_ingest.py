@@ -286,3 +286,59 @@ def test_loads_take_arrow_memory_from_jemalloc_unless_the_operator_chose_a_pool(
         assert pa.default_memory_pool().backend_name == "jemalloc"
     finally:
         pa.set_memory_pool(before)
+
+
+def test_errors_file_masks_member_names_and_an_earlier_versions_file_is_archived(settings):
+    someone = resident_id(42)
+    v1 = ndjson([settlement(1), settlement(2, amount=21.00), {**settlement(3), someone: 1}])
+    drop(settings, SETTLE_KEY, v1)
+    run(settings)
+    receipts = open_bucket(settings.receipts_url)
+    first = receipts.read_bytes(SETTLE_KEY + ".errors.ndjson").decode()
+    assert someone not in first  # an unknown member named after a person
+    assert {json.loads(line)["line"] for line in first.splitlines()} == {2, 3}
+
+    drop(settings, SETTLE_KEY, ndjson([settlement(1, quantity=0)]), at=T0 + timedelta(hours=1))
+    run(settings)
+    archived = f"{SETTLE_KEY}.{hashlib.sha256(v1).hexdigest()[:12]}.errors.ndjson"
+    assert receipts.read_bytes(archived).decode() == first
+    now = [json.loads(line) for line in receipts.read_bytes(SETTLE_KEY + ".errors.ndjson").decode().splitlines()]
+    assert {e["line"] for e in now} == {1}
+
+
+def test_errors_file_lines_are_masked_whole_whatever_the_validator_left(tmp_path):
+    from sanyi.ingest import _ErrorLines
+    from sanyi.validation import RecordError
+
+    someone = resident_id(42)
+    errors = _ErrorLines(tmp_path / "errors.ndjson", keep_alive=None)
+    errors.add(7, [RecordError(path=f"/{someone}", rule=someone, message=f"{someone} is unexpected")])
+    errors.close()
+    text = (tmp_path / "errors.ndjson").read_text(encoding="utf-8")
+    assert someone not in text and len(errors) == 1
+    assert json.loads(text)["line"] == 7
+
+
+def test_errors_file_is_stored_from_disk_not_built_in_memory(settings, monkeypatch):
+    import tracemalloc
+
+    import sanyi.ingest as ingest
+
+    lines = 20_000
+    drop(settings, SETTLE_KEY, ndjson([settlement(i, amount=21.00) for i in range(1, lines + 1)]))
+    peaks = []
+    write_receipt = ingest._write_receipt
+
+    def traced(*args, **kwargs):
+        tracemalloc.start()
+        try:
+            write_receipt(*args, **kwargs)
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+
+    monkeypatch.setattr(ingest, "_write_receipt", traced)
+    run(settings)
+    size = len(open_bucket(settings.receipts_url).read_bytes(SETTLE_KEY + ".errors.ndjson"))
+    assert size > 2_000_000 and receipt_json(settings, SETTLE_KEY)["counts"]["rejected"] == lines
+    assert peaks and peaks[0] < size / 10  # the file's text was never held whole

@@ -2,7 +2,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from sanyi.storage import LocalBucket, UnsafeKey, check_key, open_bucket
+from sanyi.storage import LocalBucket, ObjectNotFound, UnsafeKey, check_key, open_bucket
 
 
 def test_local_bucket_round_trip_and_listing(tmp_path):
@@ -31,3 +31,19 @@ def test_unsafe_keys_are_refused(key, tmp_path):
 def test_open_bucket_by_url(tmp_path):
     assert isinstance(open_bucket(str(tmp_path)), LocalBucket)
     assert open_bucket("s3://bucket/prefix").url == "s3://bucket/prefix"
+
+
+def test_local_bucket_stores_a_file_and_copies_an_object(tmp_path):
+    b = LocalBucket(root=tmp_path / "b")
+    src = tmp_path / "errors.ndjson"
+    src.write_bytes(b'{"line": 1}\n' * 1000)
+    b.put_file("r/x.errors.ndjson", src)
+    b.copy("r/x.errors.ndjson", "r/x.0123456789ab.errors.ndjson")
+    src.write_bytes(b"changed")  # the stored object is a copy, not a link to the local file
+    assert b.read_bytes("r/x.errors.ndjson") == b'{"line": 1}\n' * 1000
+    assert b.read_bytes("r/x.0123456789ab.errors.ndjson") == b'{"line": 1}\n' * 1000
+    assert sorted(o.key for o in b.list()) == ["r/x.0123456789ab.errors.ndjson", "r/x.errors.ndjson"]
+    with pytest.raises(ObjectNotFound):
+        b.copy("r/missing", "r/y")
+    with pytest.raises(UnsafeKey):
+        b.put_file("../x", src)

@@ -526,13 +526,13 @@ def _base_receipt(row: FileRow, ds: contracts.Dataset | None, status: str) -> Re
 
 def _process(
     settings: Settings, row: FileRow, ledger: Ledger, landing: Bucket, warehouse: Warehouse
-) -> tuple[Receipt, list[dict[str, Any]]]:
+) -> tuple[Receipt, _ErrorLines | None]:
     try:
         drop = parse_key(row.key)
     except FileRejected as exc:
         receipt = _base_receipt(row, None, "rejected")
         receipt.reason = str(exc)
-        return receipt, []
+        return receipt, None
     ds = contracts.get_dataset(drop.agency, drop.dataset)
 
     replay = _replay_of(ledger, row)
@@ -540,7 +540,7 @@ def _process(
         receipt = _base_receipt(row, ds, "duplicate")
         receipt.duplicate_of = replay.key
         receipt.reason = f"identical bytes were already submitted as {replay.key}"
-        return receipt, []
+        return receipt, None
 
     try:
         # Streamed: read, checked (sanyi.fastpath) and written chunk by chunk; see _load.
@@ -548,12 +548,12 @@ def _process(
     except FileRejected as exc:
         receipt = _base_receipt(row, ds, "rejected")
         receipt.reason = str(exc)
-        return receipt, []
+        return receipt, None
     if out.file_reason:
         receipt = _base_receipt(row, ds, "rejected")
         receipt.reason = privacy.mask_resident_ids(out.file_reason)
         receipt.read = receipt.rejected = out.read
-        return receipt, []
+        return receipt, None
 
     receipt = _base_receipt(row, ds, "loaded")
     receipt.read = out.read
@@ -568,7 +568,7 @@ def _process(
         receipt.reason = "every record was rejected; see the errors file"
     elif receipt.rejected:
         receipt.status = "loaded_with_rejections"
-    return receipt, out.errors  # spilled to disk; iterated once when the errors file is written
+    return receipt, out.errors  # on disk, stored from there as the errors file
 
 
 class _AlreadyCommitted(Exception):
@@ -764,7 +764,7 @@ def receipt_key(key: str, sha256: str) -> str:
 
 
 def _write_receipt(
-    receipts: Bucket, row: FileRow, receipt: Receipt, errors: list[dict[str, Any]], ledger: Ledger
+    receipts: Bucket, row: FileRow, receipt: Receipt, errors: _ErrorLines | None, ledger: Ledger
 ) -> None:
     base = receipt_key(row.key, row.sha256)
     path = f"{base}.receipt.json"
@@ -779,11 +779,10 @@ def _write_receipt(
                 if json.loads(old).get("sha256") == prev.sha256:
                     receipts.put(archived, old)
                     if receipts.exists(errors_path):
-                        receipts.put(f"{base}.{prev.sha256[:12]}.errors.ndjson", receipts.read_bytes(errors_path))
+                        receipts.copy(errors_path, f"{base}.{prev.sha256[:12]}.errors.ndjson")
                         receipts.delete(errors_path)
     if errors:
-        body = "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in errors)
-        receipts.put(errors_path, privacy.mask_resident_ids(body).encode())
+        receipts.put_file(errors_path, errors.path)  # streamed: a file of rejected lines can be large
     # Only the fields an agency's text can reach are masked: masking the whole text would also hit an
     # 18-digit snapshot id or a run of digits in a sha256 that happens to carry a valid check character.
     d = receipt.to_json()
@@ -844,7 +843,7 @@ class _Outcome:
     duplicates: int = 0
     snapshot_id: int | None = None
     file_reason: str | None = None
-    errors: Any = field(default_factory=list)
+    errors: _ErrorLines | None = None
 
 
 class _HashingReader:
@@ -1346,7 +1345,8 @@ class _AppendSink:
 
 
 class _ErrorLines:
-    """The errors file's lines, spilled to disk as they come; iterated once when the file is written."""
+    """The errors file, written to disk line by line as the errors come, and stored from there: memory does
+    not grow with the number of rejected records."""
 
     def __init__(self, path: Path, keep_alive: Any) -> None:
         self.path, self.keep_alive, self.count = path, keep_alive, 0
@@ -1354,9 +1354,9 @@ class _ErrorLines:
 
     def add(self, line: int, errors: list[validation.RecordError]) -> None:
         for e in errors:
-            message = privacy.mask_resident_ids(e.message)
-            entry = {"line": line, "path": e.path, "rule": e.rule, "message": message}
-            self.fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
+            entry = {"line": line, "path": e.path, "rule": e.rule, "message": privacy.mask_resident_ids(e.message)}
+            # The JSON line is masked too: a path names a member the agency chose, which can be an id.
+            self.fh.write(privacy.mask_resident_ids(json.dumps(entry, ensure_ascii=False)) + "\n")
             self.count += 1
 
     def close(self) -> None:
@@ -1367,11 +1367,6 @@ class _ErrorLines:
 
     def __len__(self) -> int:
         return self.count
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        with self.path.open(encoding="utf-8") as fh:
-            for text in fh:
-                yield json.loads(text)
 
 
 class _Quarantine:

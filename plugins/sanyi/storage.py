@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -51,6 +52,8 @@ class Bucket(Protocol):
     def open(self, key: str) -> BinaryIO: ...
     def read_bytes(self, key: str) -> bytes: ...
     def put(self, key: str, data: bytes, *, last_modified: datetime | None = None) -> None: ...
+    def put_file(self, key: str, path: Path) -> None: ...
+    def copy(self, source: str, key: str) -> None: ...
     def delete(self, key: str) -> None: ...
 
 
@@ -105,15 +108,29 @@ class LocalBucket:
             return fh.read()
 
     def put(self, key: str, data: bytes, *, last_modified: datetime | None = None) -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
         # Write then rename, so a reader never sees half an object.
-        tmp = path.with_name(f".sanyi-tmp-{os.getpid()}-{path.name}")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        self._replace(key, lambda tmp: tmp.write_bytes(data))
         if last_modified is not None:
             ts = last_modified.timestamp()
-            os.utime(path, (ts, ts))
+            os.utime(self._path(key), (ts, ts))
+
+    def put_file(self, key: str, path: Path) -> None:
+        """Store the local file at ``path`` as ``key``, streamed (not read into memory)."""
+        self._replace(key, lambda tmp: shutil.copyfile(path, tmp))
+
+    def copy(self, source: str, key: str) -> None:
+        """Copy object ``source`` to ``key`` in this bucket."""
+        src = self._path(source)
+        if not src.is_file():
+            raise ObjectNotFound(mask_resident_ids(f"no object {source!r} in {self.url}"))
+        self._replace(key, lambda tmp: shutil.copyfile(src, tmp))
+
+    def _replace(self, key: str, write: Callable[[Path], object]) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".sanyi-tmp-{os.getpid()}-{path.name}")
+        write(tmp)
+        os.replace(tmp, path)
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
@@ -291,6 +308,14 @@ class S3Bucket:
     def put(self, key: str, data: bytes, *, last_modified: datetime | None = None) -> None:
         # S3 sets LastModified itself; ``last_modified`` is honoured only by local folders.
         self._call("put_object", Key=self._full(key), Body=data)
+
+    def put_file(self, key: str, path: Path) -> None:
+        """Upload the local file at ``path`` as ``key`` (boto3's managed upload: multipart when large)."""
+        self._call("upload_file", Filename=str(path), Key=self._full(key))
+
+    def copy(self, source: str, key: str) -> None:
+        """Copy object ``source`` to ``key`` inside the store (boto3's managed copy): no bytes pass here."""
+        self._call("copy", CopySource={"Bucket": self.bucket, "Key": self._full(source)}, Key=self._full(key))
 
     def delete(self, key: str) -> None:
         self._call("delete_object", Key=self._full(key))

@@ -190,6 +190,20 @@ def test_s3_bucket_tells_missing_objects_from_refusals(fault_proxy):
     assert not isinstance(info.value, ObjectNotFound)
 
 
+def test_s3_bucket_stores_a_file_and_copies_an_object(fault_proxy, tmp_path):
+    env, _ = fault_proxy
+    receipts = open_bucket("s3://receipts/some/prefix")
+    src = tmp_path / "errors.ndjson"
+    src.write_bytes(b'{"line": 1}\n' * 1000)
+    receipts.put_file("a/x.errors.ndjson", src)
+    receipts.copy("a/x.errors.ndjson", "a/x.0123456789ab.errors.ndjson")
+    for key in ("a/x.errors.ndjson", "a/x.0123456789ab.errors.ndjson"):
+        body = env.client.get_object(Bucket="receipts", Key=f"some/prefix/{key}")["Body"].read()
+        assert body == b'{"line": 1}\n' * 1000
+    with pytest.raises(StorageError):
+        receipts.copy("a/missing", "a/y")
+
+
 def test_s3_clients_are_shared_per_endpoint_and_credentials(monkeypatch):
     a = S3Bucket(bucket="landing", endpoint_url="http://127.0.0.1:9")
     b = S3Bucket(bucket="receipts", endpoint_url="http://127.0.0.1:9")
