@@ -108,7 +108,6 @@ class LocalBucket:
             return fh.read()
 
     def put(self, key: str, data: bytes, *, last_modified: datetime | None = None) -> None:
-        # Write then rename, so a reader never sees half an object.
         self._replace(key, lambda tmp: tmp.write_bytes(data))
         if last_modified is not None:
             ts = last_modified.timestamp()
@@ -126,6 +125,7 @@ class LocalBucket:
         self._replace(key, lambda tmp: shutil.copyfile(src, tmp))
 
     def _replace(self, key: str, write: Callable[[Path], object]) -> None:
+        """``write`` the object to a temporary file beside it, then rename: a reader never sees half of it."""
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".sanyi-tmp-{os.getpid()}-{path.name}")
