@@ -592,10 +592,11 @@ def _iota(n: int) -> pa.Array:
     """0, 1, …, n - 1 (int64): a slice of one array, built by Arrow — ``pa.array(range(n))`` costs 90 ms a
     million rows, and was paid per column and per chunk."""
     global _IOTA
-    if len(_IOTA) < n:
-        size = max(n, 2 * len(_IOTA))
-        _IOTA = pc.subtract(pc.cumulative_sum(pa.repeat(pa.scalar(1, pa.int64()), size)), 1)
-    return _IOTA.slice(0, n)
+    iota = _IOTA  # read once: validator threads may swap the cached array meanwhile
+    if len(iota) < n:
+        size = max(n, 2 * len(iota))
+        iota = _IOTA = pc.subtract(pc.cumulative_sum(pa.repeat(pa.scalar(1, pa.int64()), size)), 1)
+    return iota.slice(0, n)
 
 
 @dataclass

@@ -66,11 +66,12 @@ def _peak_rss_mib() -> float:
     it), so every child reported the bench parent's peak."""
     try:
         with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024  # kB
-    except OSError:
-        pass
+            status = fh.read()
+    except OSError:  # no /proc (not Linux): ru_maxrss, below
+        status = ""
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024  # kB
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
