@@ -744,6 +744,49 @@ def test_duplicate_and_escaped_keys() -> None:
         check_ndjson_both(ds, line + "\n" + good + "\n")
 
 
+ORDERS = ("insurance", "procurement_orders")
+# One mistake on every line, as an exporter out of step with the contract makes it.
+SYSTEMATIC: dict[str, tuple[tuple[str, str], Any]] = {
+    "unknown member": (SETTLE, lambda r: {**r, "note": "manual"}),
+    "unknown member holding an id": (SETTLE, lambda r: {**r, "remark": f"paid by {resident_id(9)}"}),
+    "unknown member named by an id": (SETTLE, lambda r: {**r, resident_id(8): 1}),
+    "required field left out": (SETTLE, lambda r: {k: v for k, v in r.items() if k != "days_supply"}),
+    "nullable field left out": (ORDERS, lambda r: {k: v for k, v in r.items() if k != "delivered_on"}),
+    "quoted number": (SETTLE, lambda r: {**r, "amount": str(r["amount"])}),
+    "quoted number breaking a rule": (SETTLE, lambda r: {**r, "eligible_amount": "99.99"}),
+    "number in a text field": (SETTLE, lambda r: {**r, "provider_code": 33010200017}),
+    "id typed as a number": (SETTLE, lambda r: {**r, "diagnosis_code": int(resident_id(5))}),
+    "boolean for a list": (SETTLE, lambda r: {**r, "trace_codes": True}),
+    "several at once": (
+        SETTLE,
+        lambda r: {**{k: v for k, v in r.items() if k not in ("line_no", "quantity")}, "amount": "x", "n": None},
+    ),
+}
+
+
+@pytest.mark.parametrize("mistake", SYSTEMATIC)
+def test_a_file_with_one_systematic_mistake_is_judged_column_wise(monkeypatch, mistake: str) -> None:
+    # Lines with members missing, unknown or of the wrong JSON type are checked column-wise as written again
+    # without them: the whole-record reference is asked about none, and the errors are still exactly its.
+    pair, change = SYSTEMATIC[mistake]
+    ds = get_dataset(*pair)
+    records = [change({**VALID[pair], **_distinct(pair, i)}) for i in range(300)]
+    text = "\n".join(dump(r, spaced=i % 2 == 0) for i, r in enumerate(records)) + "\n"
+    expected = reference_ndjson(ds, text)
+    assert len(expected[2]) == len(records)  # every line is rejected
+    whole = []
+    real = validation.validate_record
+    monkeypatch.setattr(validation, "validate_record", lambda d, r: (d is ds and whole.append(r)) or real(d, r))
+    assert_same(expected, fast_ndjson(ds, text))
+    assert whole == []
+
+
+def _distinct(pair: tuple[str, str], i: int) -> dict[str, Any]:
+    if pair == SETTLE:
+        return {"settlement_id": f"S{i:013d}", "patient_id": resident_id(i)}
+    return {"order_id": f"PO{i:013d}"}
+
+
 class _ScreenFirst(dict):
     """fastpath._SCREEN_FIRST pinned to one answer for every dataset."""
 

@@ -48,6 +48,7 @@ from functools import cache
 from re import _parser as sre_parse  # type: ignore[attr-defined]  # stable since 3.11, used read-only
 from typing import Any
 
+import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
@@ -172,6 +173,8 @@ class _Plan:
     wrong_type: str  # RE2: a member whose value starts like another JSON type (see _screened)
     # (field, value key) → the field's reference errors for that value (see _field_errors)
     field_errors: dict[tuple[str, Any], tuple[RecordError, ...]] = field(default_factory=dict)
+    # member names outside the contract → the reference's additionalProperties errors (see _extra_errors)
+    extra_errors: dict[tuple[str, ...], tuple[RecordError, ...]] = field(default_factory=dict)
 
 
 _FIELD_KEYWORDS = frozenset(
@@ -604,7 +607,7 @@ class _Values:
     """One field's values in a chunk, as the checks see them (the JSON model, column-wise)."""
 
     values: pa.Array | None  # strings / list<string> / bool; numbers read from text: exact decimal (38, 18)
-    null: pa.Array  # the field is null (or, for NDJSON, null-or-absent: see ``_present_ok``)
+    null: pa.Array  # the field is null (or, for NDJSON, null-or-absent: see ``_absent``)
     ok: pa.Array  # representation checks passed (CSV: the cell is a number / boolean; NDJSON: finite)
     floats: pa.Array | None = None  # numbers as float64 (kind "number" is stored as a double)
     exact: bool = False  # the float64 is exactly the number as written (NDJSON, <= 15 digits, no exponent)
@@ -1036,10 +1039,13 @@ def _reference_rows(plan: _Plan, good: list[tuple[int, dict[str, Any]]]) -> pa.T
 
 @dataclass(frozen=True)
 class _Failing:
-    """What the vectorised checks found wrong with a row: fields whose value failed, rules that failed."""
+    """What the vectorised checks found wrong with a row: fields whose value failed, rules that failed.
+    ``repaired``: the row was checked as :func:`_repaired` wrote it: its failing fields include those it lacks
+    and those of the wrong JSON type, and its members outside the contract are judged apart."""
 
     fields: tuple[str, ...]
     rules: tuple[str, ...]
+    repaired: bool = False
 
 
 def _judge(
@@ -1054,19 +1060,23 @@ def _judge(
     """The reference verdict for one record (``errors`` given when it could not even be read).
 
     ``failing``: the fields and business rules that failed the vectorised checks, which cleared everything
-    else, including the record's shape (all fields present, none unknown, no conditional schema). The
-    reference then runs on those fields and rules only — the same errors as
-    :func:`validation.validate_record` on the whole record (a field is judged alone; a rule that passed the
-    vectorised check reports nothing, skipped or not), at a fraction of the cost."""
+    else, including the record's shape (no member unknown, no conditional schema) unless the row was
+    ``repaired``. The reference then runs on those fields and rules only, and for a repaired row on its
+    members outside the contract (:func:`_extra_errors`) — the same errors as
+    :func:`validation.validate_record` on the whole record (a field is judged alone, ``required`` and
+    ``additionalProperties`` look at names only, and a rule that passed the vectorised check reports
+    nothing, skipped or not), at a fraction of the cost."""
     if (
         errors is None
         and failing is not None
         and isinstance(record, dict)
-        and set(record) == set(plan.ds.fields)
+        and (failing.repaired or set(record) <= set(plan.ds.fields))
     ):
         errors = []
         for name in failing.fields:  # contract order, as validate_record sorts them
-            errors += _field_errors(plan, name, record[name])
+            errors += _field_errors(plan, name, record[name]) if name in record else _missing_errors(plan.ds, name)
+        if failing.repaired:
+            errors += _extra_errors(plan, record)  # sorted last, by path, as validate_record sorts them
         if failing.rules:
             errors += validation.business_rule_errors(
                 _rules_dataset(plan.ds, failing.rules), record, {validation._field_of(e.path) for e in errors}
@@ -1110,6 +1120,29 @@ def _value_key(value: Any) -> Any:
     if isinstance(value, list) and all(isinstance(v, str) for v in value) and sum(map(len, value)) <= _MEMO_CHARS:
         return ("list", tuple(value))
     return None
+
+
+def _extra_errors(plan: _Plan, record: dict[str, Any]) -> list[RecordError]:
+    """The reference's ``additionalProperties`` errors of the record's members outside the contract,
+    remembered per list of names (the messages name the members, never their values)."""
+    extras = tuple(k for k in record if k not in plan.fields)
+    if not extras:
+        return []
+    found = plan.extra_errors.get(extras)
+    if found is None:
+        found = tuple(validation.schema_errors(_sub_dataset(plan.ds, ()), dict.fromkeys(extras)))
+        if sum(map(len, extras)) <= _MEMO_CHARS:
+            if len(plan.extra_errors) >= _FIELD_ERRORS_KEPT:
+                plan.extra_errors.clear()
+            plan.extra_errors[extras] = found
+    return list(found)
+
+
+@cache
+def _missing_errors(ds: Dataset, name: str) -> tuple[RecordError, ...]:
+    """The reference's error for a record without the contract field ``name`` (one field at a time: the
+    cache stays as small as the contract)."""
+    return tuple(validation.schema_errors(_sub_dataset(ds, (name,)), {}))
 
 
 @cache
@@ -1294,26 +1327,117 @@ def check_ndjson(ds: Dataset, data: bytes, first_line: int, *, starts: list[int]
     fallback_idx = set(pc.indices_nonzero(suspect).to_pylist())
     failing: dict[int, _Failing | None] = {}
     fast = None
+    tables: list[tuple[pa.Table, Sequence[int]]] = []
     if len(fallback_idx) < n:
         tables, failed = _parse_all(plan, data, starts, lines, sorted(fallback_idx))
         fallback_idx.update(failed)
         _SCREEN_FIRST[ds.table_name] = bool(failed) or screened > 0
-        if tables:
-            frame, line_idx = _ndjson_frame(plan, raw, tables)
-            accept, fields, rules = _evaluate_fields(plan, frame)
-            fast = _convert(plan, frame, accept, pc.add(line_idx, first_line))
-            failing = _failing_fields(plan, frame, accept, fields, rules, line_idx)
-            fallback_idx.update(failing)
+    # The lines left out are read by the reference reader once; those with members missing, unknown or of
+    # the wrong JSON type are checked again as _repaired writes them, with the others.
+    parsed = {i: _reference_line(raw[i], first_line + i) for i in sorted(fallback_idx)}
+    repaired, repairs = _repaired(plan, parsed)
+    tables += repaired
+    if tables:
+        frame, line_idx = _ndjson_frame(plan, raw, tables, repairs)
+        accept, fields, rules = _evaluate_fields(plan, frame)
+        fast = _convert(plan, frame, accept, pc.add(line_idx, first_line))
+        failing = _failing_fields(plan, frame, accept, fields, rules, line_idx, repairs)
+        fallback_idx.update(failing)
     good: list = []
     bad: list = []
     blank = 0
     for i in sorted(fallback_idx):
-        parsed = _reference_line(raw[i], first_line + i)
-        if parsed is None:
+        parsed_i = parsed[i] if i in parsed else _reference_line(raw[i], first_line + i)
+        if parsed_i is None:
             blank += 1
             continue
-        _judge(plan, parsed.line, parsed.record, parsed.errors or None, good, bad, failing.get(i))
+        _judge(plan, parsed_i.line, parsed_i.record, parsed_i.errors or None, good, bad, failing.get(i))
     return _assemble(plan, fast, good, bad, n - blank, len(fallback_idx) - blank)
+
+
+@dataclass(frozen=True)
+class _Repair:
+    """Why a line was repaired: contract fields left out of the repaired line (absent from the record, or
+    a value of the wrong JSON type), and whether the record has members outside the contract."""
+
+    missing: frozenset[str]
+    wrong: frozenset[str]
+    extras: bool
+
+
+_REPAIR_ENCODER = msgspec.json.Encoder(decimal_format="number")  # a Decimal as the number it was written as
+_JSON_TYPES: dict[str, type | tuple[type, ...]] = {
+    "integer": (int, Decimal),
+    "number": (int, Decimal),
+    "money": (int, Decimal),
+    "price": (int, Decimal),
+    "boolean": bool,
+    "string_list": list,
+}
+
+
+def _repaired(
+    plan: _Plan, parsed: dict[int, Any]
+) -> tuple[list[tuple[pa.Table, Sequence[int]]], dict[int, _Repair]]:
+    """Arrow's parse of the lines whose record has members missing, unknown or of the wrong JSON type,
+    written again with only the contract fields of the right type (the reference judges the others alone,
+    see :func:`_judge`). A whole file with an extra column, a dropped one or quoted numbers is then
+    checked column-wise rather than record by record. Returns the tables (indexed by the chunk's lines)
+    and, per line that reached a table, what was repaired."""
+    if not parsed or not _repairable(plan):
+        return [], {}
+    fields = plan.fields
+    texts: list[bytes] = []
+    lines: list[int] = []
+    found: dict[int, _Repair] = {}
+    for i, p in parsed.items():
+        record = p.record if p is not None and not p.errors else None
+        if not isinstance(record, dict):
+            continue
+        missing = frozenset(name for name in fields if name not in record)
+        wrong = frozenset(
+            name
+            for name, value in record.items()
+            if name in fields and value is not None and not _json_type_ok(fields[name].kind, value)
+        )
+        extras = len(record) - len(fields) + len(missing) > 0
+        if not (missing or wrong or extras):
+            continue  # left out for another reason (a long number, a blank …): the reference judges it
+        kept = {name: record[name] for name in plan.ds.fields if name in record and name not in wrong}
+        try:
+            texts.append(_REPAIR_ENCODER.encode(kept))
+        except (TypeError, ValueError, OverflowError):  # an integer beyond 64 bits: the reference judges it
+            continue
+        lines.append(i)
+        found[i] = _Repair(missing, wrong, extras)
+    if not texts:
+        return [], {}
+    data = b"\n".join(texts) + b"\n"
+    starts = line_starts(data)
+    arr = pa.Array.from_buffers(
+        pa.string(), len(texts), [None, pa.array(starts, pa.int32()).buffers()[1], pa.py_buffer(data)]
+    )
+    suspects = pc.indices_nonzero(_structural_suspects(plan, data, arr)).to_pylist()
+    tables, _ = _parse_all(plan, data, starts, arr, suspects)
+    out = [(table, [lines[k] for k in idx]) for table, idx in tables]
+    return out, {i: found[i] for _, idx in out for i in idx}
+
+
+def _json_type_ok(kind: str, value: Any) -> bool:
+    """Whether a (non-null) value has the JSON type Arrow reads for the field's kind."""
+    return isinstance(value, _JSON_TYPES.get(kind, str)) and not (isinstance(value, bool) and kind != "boolean")
+
+
+def _repairable(plan: _Plan) -> bool:
+    """Whether member names can be judged apart: no conditional schema, every contract field required and
+    no other member allowed (what :func:`_missing_errors` and :func:`_extra_errors` reproduce)."""
+    schema = plan.ds.schema
+    return (
+        plan.supported
+        and not plan.conds
+        and schema.get("additionalProperties") is False
+        and set(schema.get("required", ())) == set(plan.ds.fields)
+    )
 
 
 def _failing_fields(
@@ -1323,9 +1447,11 @@ def _failing_fields(
     fields: dict[str, pa.Array],
     rules: dict[str, pa.Array],
     line_idx: pa.Array,
+    repairs: dict[int, _Repair] | None = None,
 ) -> dict[int, _Failing | None]:
     """Rejected rows (by line index) with the fields and rules that failed their checks, or None when the
     partial reference does not apply (a row-level flag, a conditional schema)."""
+    repairs = repairs or {}
     rows = pc.indices_nonzero(pc.invert(accept))
     lines = pc.take(line_idx, rows).to_pylist()
     if plan.conds or not fields:
@@ -1336,15 +1462,21 @@ def _failing_fields(
     unscanned = {f.name for f in plan.fields.values() if not f.scan_ids and f.kind != "resident_id"}
     out: dict[int, _Failing | None] = {}
     for k, line in enumerate(lines):
-        if not row_level[k]:
+        repair = repairs.get(line)
+        if repair is None and not row_level[k]:
             out[line] = None
             continue
-        bad = tuple(name for name in plan.ds.fields if not per_field[name][k])
+        # A field the repaired line left out reads as null there, which may pass: it fails all the same.
+        left_out = frozenset() if repair is None else repair.missing | repair.wrong
+        bad = tuple(name for name in plan.ds.fields if not per_field[name][k] or name in left_out)
         failed = [rule for rule in plan.rules if not per_rule[rule][k]]
-        if "resident_id_in_wrong_field" in plan.rules and unscanned & set(bad):
-            # An invalid value of a field the id scan skips (its pattern rules ids out) may hold one.
+        if "resident_id_in_wrong_field" in plan.rules and (
+            unscanned & set(bad) or (repair is not None and (repair.extras or repair.wrong))
+        ):
+            # An invalid value of a field the id scan skips (its pattern rules ids out) may hold one; so may
+            # a member the repaired line left out (the id scan of the reference reads every member).
             failed.append("resident_id_in_wrong_field")
-        out[line] = _Failing(bad, tuple(r for r in plan.rules if r in failed))
+        out[line] = _Failing(bad, tuple(r for r in plan.rules if r in failed), repaired=repair is not None)
     return out
 
 
@@ -1426,10 +1558,14 @@ def _max_line() -> int:
 
 
 def _ndjson_frame(
-    plan: _Plan, raw: _Lines, tables: list[tuple[pa.Table, Sequence[int]]]
+    plan: _Plan,
+    raw: _Lines,
+    tables: list[tuple[pa.Table, Sequence[int]]],
+    repairs: dict[int, _Repair] | None = None,
 ) -> tuple[_Frame, pa.Array]:
     """Stack the parsed pieces and turn Arrow's values into the checks' view of the JSON model; also the
-    index of each row's line in the chunk."""
+    index of each row's line in the chunk. Repaired rows (``repairs``, by line) are never accepted: their
+    record is not what Arrow read, and which fields it lacks is known already."""
     names = list(plan.fields)
     table = pa.concat_tables([t.select(names) for t, _ in tables]).combine_chunks()
     n = table.num_rows
@@ -1448,28 +1584,27 @@ def _ndjson_frame(
             values[name] = _Values(None, null, ok, floats=col, exact=True)
         else:
             values[name] = _Values(col, null, _trues(n))
-    if any(f.null_ok for f in plan.fields.values()):
-        row_ok = pc.and_(row_ok, _present_ok(plan, raw, values, line_idx))
+    repaired = _falses(n)
+    if repairs:
+        repaired = pc.is_in(line_idx, value_set=pa.array(list(repairs), pa.int64()))
+        row_ok = pc.invert(repaired)
+    # A nullable field left out of its line fails its check (the reference reports it as missing).
+    for name, absent in _absent(plan, raw, values, line_idx, repaired).items():
+        values[name].ok = pc.and_(values[name].ok, pc.invert(absent))
     return _Frame(n, values, row_ok), line_idx
 
 
-def _present_ok(plan: _Plan, lines: _Lines, values: dict[str, _Values], line_idx: pa.Array) -> pa.Array:
-    """For nullable fields that read as null: the line must hold the field as ``null`` (not leave it out).
+def _absent(
+    plan: _Plan, lines: _Lines, values: dict[str, _Values], line_idx: pa.Array, skip: pa.Array
+) -> dict[str, pa.Array]:
+    """Per nullable field: rows where it reads as null but the line does not hold it as ``null`` (Arrow
+    reads a member left out as null too). Rows in ``skip`` are not looked at.
 
     The regex can only match a real key: inside a JSON string every quote is escaped, so ``{"`` / ``,"``
-    followed by the name and a colon starts a member. A key written with escapes is not found, and the
-    row goes to the reference (which is right either way).
+    followed by the name and a colon starts a member. A key written with escapes is not found: the field
+    then fails its check and the reference judges it (which is right either way).
     """
     n = len(line_idx)
-    need = _falses(n)
-    for f in plan.fields.values():
-        if f.null_ok:
-            need = pc.or_(need, values[f.name].null)
-    if need.true_count == 0:
-        return _trues(n)
-    rows = pc.indices_nonzero(need).to_pylist()
-    idx = line_idx.to_pylist()
-    ok = [True] * n
     patterns = {
         f.name: re.compile(
             rb'[{,][ \t\r]*"' + re.escape(f.name.encode()) + rb'"[ \t\r]*:[ \t\r]*null[ \t\r]*[,}]'
@@ -1477,14 +1612,17 @@ def _present_ok(plan: _Plan, lines: _Lines, values: dict[str, _Values], line_idx
         for f in plan.fields.values()
         if f.null_ok
     }
-    nulls = {name: values[name].null.to_pylist() for name in patterns}
-    for r in rows:
-        line = lines[idx[r]]
-        for name, rx in patterns.items():
-            if nulls[name][r] and not rx.search(line):
-                ok[r] = False
-                break
-    return pa.array(ok, pa.bool_())
+    need = {name: pc.and_(values[name].null, pc.invert(skip)) for name in patterns}
+    out: dict[str, pa.Array] = {}
+    idx: list[int] | None = None
+    for name, rx in patterns.items():
+        if need[name].true_count == 0:
+            continue
+        idx = line_idx.to_pylist() if idx is None else idx
+        absent = [r for r in pc.indices_nonzero(need[name]).to_pylist() if not rx.search(lines[idx[r]])]
+        if absent:
+            out[name] = _rows_with(n, pa.array(absent, pa.int64()))
+    return out
 
 
 # ================================================================================================== CSV
