@@ -53,6 +53,9 @@ def test_bench_runs_small_and_writes_comparable_results(tmp_path):
             "process_seconds"]
     assert "ingest ndjson CPU" in proc.stdout
     assert res["ingest"]["ndjson_5x"]["read"] == 5 * lines
+    out_of_step = res["ingest"]["ndjson_rejected"]
+    assert out_of_step["read"] == out_of_step["rejected"] == lines // 10 and out_of_step["loaded"] == 0
+    assert res["ingest_ndjson_rejected_rps"] > 0 and "ingest NDJSON, all rejected" in proc.stdout
     assert all(res["indicators"][k]["results"] > 0 for k in res["indicators"])
     for key in ("ingest_ndjson_rps", "ingest_csv_rps", "jsonschema_ndjson_rps", "raw_parse_ndjson_rps"):
         assert res[key] > 0

@@ -6,6 +6,7 @@ Sizes scale with ``BENCH_LINES`` (default 1,000,000 = N):
   validate, pseudonymise, write, commit, quarantine, receipt) for an N-line settlements NDJSON and an
   N-line trace-events CSV (1 % invalid records each), next to record-by-record ``jsonschema`` (Sanyi's
   reference validator, and the bare ``jsonschema`` package) and a raw Arrow parse of the same files;
+  and for an N/10-line NDJSON whose every line is rejected (an unknown member on each);
 - peak resident memory of the ingest process for N and 5N lines of NDJSON;
 - indicator computation time for a generated month of N, 5N and 10N settlement lines (and as many trace
   events).
@@ -323,10 +324,15 @@ def run() -> dict[str, Any]:
         generate.write_lines(nd, generate.settlements_batches(n))
         generate.write_lines(csv_path, generate.trace_events_batches(n), header=generate.TRACE_HEADER)
         generate.write_lines(nd5, generate.settlements_batches(5 * n))
+        # A tenth of N lines, every one rejected: what a file from an exporter out of step with the contract
+        # costs (each rejected record gets its errors, its receipt line and its quarantine row).
+        nd_out = work / f"settlements-out-of-step-{max(n // 10, 100)}.ndjson"
+        generate.write_lines(nd_out, generate.settlements_out_of_step_batches(max(n // 10, 100)))
         res["file_bytes"] = {
             "ndjson": nd.stat().st_size,
             "csv": csv_path.stat().st_size,
             "ndjson_5x": nd5.stat().st_size,
+            "ndjson_rejected": nd_out.stat().st_size,
         }
 
         print("raw parse and record-by-record jsonschema…", flush=True)
@@ -337,10 +343,17 @@ def run() -> dict[str, Any]:
         ingest_nd = _child("ingest", "ndjson", str(nd), str(work / "home-ndjson"))
         ingest_csv = _child("ingest", "csv", str(csv_path), str(work / "home-csv"))
         ingest_nd5 = _child("ingest", "ndjson", str(nd5), str(work / "home-ndjson-5x"))
-        res["ingest"] = {"ndjson": ingest_nd, "csv": ingest_csv, "ndjson_5x": ingest_nd5}
+        ingest_out = _child("ingest", "ndjson", str(nd_out), str(work / "home-ndjson-rejected"))
+        res["ingest"] = {
+            "ndjson": ingest_nd,
+            "csv": ingest_csv,
+            "ndjson_5x": ingest_nd5,
+            "ndjson_rejected": ingest_out,
+        }
         res["ingest_ndjson_rps"] = ingest_nd["read"] / ingest_nd["process_seconds"]
         res["ingest_csv_rps"] = ingest_csv["read"] / ingest_csv["process_seconds"]
         res["ingest_ndjson_5x_rps"] = ingest_nd5["read"] / ingest_nd5["process_seconds"]
+        res["ingest_ndjson_rejected_rps"] = ingest_out["read"] / ingest_out["process_seconds"]
         res["ratio_vs_jsonschema"] = {
             "ndjson": res["ingest_ndjson_rps"] / res["jsonschema_ndjson_rps"],
             "csv": res["ingest_csv_rps"] / res["jsonschema_csv_rps"],
@@ -380,6 +393,11 @@ def table(res: dict[str, Any]) -> str:
     rows = [
         ("ingest NDJSON settlements", f"{res['ingest_ndjson_rps']:,.0f} rec/s", f"{n:,} lines"),
         ("ingest CSV trace events", f"{res['ingest_csv_rps']:,.0f} rec/s", f"{n:,} lines"),
+        (
+            "ingest NDJSON, all rejected",
+            f"{res['ingest_ndjson_rejected_rps']:,.0f} rec/s",
+            f"{res['ingest']['ndjson_rejected']['read']:,} lines, each with an unknown member",
+        ),
         (
             "jsonschema, Sanyi reference (NDJSON)",
             f"{res['jsonschema_ndjson_rps']:,.0f} rec/s",
