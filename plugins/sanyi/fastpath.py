@@ -1366,13 +1366,16 @@ class _Repair:
 
 
 _REPAIR_ENCODER = msgspec.json.Encoder(decimal_format="number")  # a Decimal as the number it was written as
-_JSON_TYPES: dict[str, type | tuple[type, ...]] = {
-    "integer": (int, Decimal),
-    "number": (int, Decimal),
-    "money": (int, Decimal),
-    "price": (int, Decimal),
-    "boolean": bool,
-    "string_list": list,
+# The Python types the reference reader gives a value Arrow reads into each kind's column (bool is not an
+# int here: JSON true is no number).
+_STRING = frozenset({str})
+_JSON_TYPES: dict[str, frozenset[type]] = {
+    "integer": frozenset({int, Decimal}),
+    "number": frozenset({int, Decimal}),
+    "money": frozenset({int, Decimal}),
+    "price": frozenset({int, Decimal}),
+    "boolean": frozenset({bool}),
+    "string_list": frozenset({list}),
 }
 
 
@@ -1386,7 +1389,7 @@ def _repaired(
     and, per line that reached a table, what was repaired."""
     if not parsed or not _repairable(plan):
         return [], {}
-    fields = plan.fields
+    types = {name: _JSON_TYPES.get(f.kind, _STRING) for name, f in plan.fields.items()}
     texts: list[bytes] = []
     lines: list[int] = []
     found: dict[int, _Repair] = {}
@@ -1394,13 +1397,15 @@ def _repaired(
         record = p.record if p is not None and not p.errors else None
         if not isinstance(record, dict):
             continue
-        missing = frozenset(name for name in fields if name not in record)
-        wrong = frozenset(
-            name
-            for name, value in record.items()
-            if name in fields and value is not None and not _json_type_ok(fields[name].kind, value)
-        )
-        extras = len(record) - len(fields) + len(missing) > 0
+        wrong: list[str] = []
+        extras = False
+        for name, value in record.items():
+            allowed = types.get(name)
+            if allowed is None:
+                extras = True
+            elif value is not None and type(value) not in allowed:  # the reference reader's exact types
+                wrong.append(name)
+        missing = frozenset(name for name in types if name not in record)
         if not (missing or wrong or extras):
             continue  # left out for another reason (a long number, a blank …): the reference judges it
         kept = {name: record[name] for name in plan.ds.fields if name in record and name not in wrong}
@@ -1409,7 +1414,7 @@ def _repaired(
         except (TypeError, ValueError, OverflowError):  # an integer beyond 64 bits: the reference judges it
             continue
         lines.append(i)
-        found[i] = _Repair(missing, wrong, extras)
+        found[i] = _Repair(missing, frozenset(wrong), extras)
     if not texts:
         return [], {}
     data = b"\n".join(texts) + b"\n"
@@ -1421,11 +1426,6 @@ def _repaired(
     tables, _ = _parse_all(plan, data, starts, arr, suspects)
     out = [(table, [lines[k] for k in idx]) for table, idx in tables]
     return out, {i: found[i] for _, idx in out for i in idx}
-
-
-def _json_type_ok(kind: str, value: Any) -> bool:
-    """Whether a (non-null) value has the JSON type Arrow reads for the field's kind."""
-    return isinstance(value, _JSON_TYPES.get(kind, str)) and not (isinstance(value, bool) and kind != "boolean")
 
 
 def _repairable(plan: _Plan) -> bool:

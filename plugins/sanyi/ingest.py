@@ -72,6 +72,9 @@ _MAX_NESTING = 64
 # a line is refused unparsed, so one giant line can neither exhaust memory nor land in quarantine.
 MAX_RECORD_CHARS = 1 << 20
 _REPLACED = "the object was replaced by other bytes before it was processed"
+# What Sanyi writes about rejected records (json.dumps with options builds an encoder at every call).
+_JSON = json.JSONEncoder(ensure_ascii=False)
+_JSON_ANY = json.JSONEncoder(ensure_ascii=False, default=str)  # and any other value as its text
 
 
 class FileRejected(Exception):
@@ -698,10 +701,7 @@ def _quarantine(
             "business_date": drop.business_date,
             "line_no": p.line,
             "record": _safe_record_json(p.record, key),
-            "errors": json.dumps(
-                [{"path": e.path, "rule": e.rule, "message": privacy.mask_resident_ids(e.message)} for e in p.errors],
-                ensure_ascii=False,
-            ),
+            "errors": _errors_json(p.errors),
             "quarantined_at": now,
         }
         for p in bad
@@ -729,14 +729,21 @@ def _safe_record_json(record: dict[str, Any] | None, key: bytes) -> str | None:
     elif isinstance(pid, str):
         # An id with a typo is still somebody's id: never keep it, even in quarantine.
         rec["patient_id"] = privacy.MASK
-    text = json.dumps(rec, ensure_ascii=False, default=str)
+    text = _JSON_ANY.encode(rec)
     if "\\u" not in text and not privacy.has_candidate(text):
         # Nothing to mask: JSON punctuation keeps every value's digits apart, and a \u escape (whose hex
         # digits could run into an id) is the one case where the text hides what a value holds.
         return text
     # Masked value by value (keys included) rather than over the JSON text: masking the text would turn
     # an id sent as a JSON number into an unquoted token and the column into invalid JSON.
-    return json.dumps(_masked(rec), ensure_ascii=False, default=str)
+    return _JSON_ANY.encode(_masked(rec))
+
+
+def _errors_json(errors: list[validation.RecordError]) -> str:
+    """A rejected record's errors as the quarantine row's JSON (messages masked, as everywhere)."""
+    return _JSON.encode(
+        [{"path": e.path, "rule": e.rule, "message": privacy.mask_resident_ids(e.message)} for e in errors]
+    )
 
 
 def _masked(value: Any) -> Any:
@@ -1356,7 +1363,7 @@ class _ErrorLines:
         for e in errors:
             entry = {"line": line, "path": e.path, "rule": e.rule, "message": privacy.mask_resident_ids(e.message)}
             # The JSON line is masked too: a path names a member the agency chose, which can be an id.
-            self.fh.write(privacy.mask_resident_ids(json.dumps(entry, ensure_ascii=False)) + "\n")
+            self.fh.write(privacy.mask_resident_ids(_JSON.encode(entry)) + "\n")
             self.count += 1
 
     def close(self) -> None:
@@ -1394,11 +1401,7 @@ class _Quarantine:
                 "business_date": self.drop.business_date,
                 "line_no": r.line,
                 "record": _safe_record_json(r.record, self.key),
-                "errors": json.dumps(
-                    [{"path": e.path, "rule": e.rule, "message": privacy.mask_resident_ids(e.message)}
-                     for e in r.errors],
-                    ensure_ascii=False,
-                ),
+                "errors": _errors_json(r.errors),
                 "quarantined_at": self.now,
             }
             for r in rejected
