@@ -1204,6 +1204,24 @@ def test_patterns_with_other_meanings_in_re2_are_left_to_the_reference(pattern: 
     assert fastpath._re2_pattern(pattern) is None
 
 
+def test_a_date_or_timestamp_pattern_that_is_the_formats_shape_is_not_matched_twice(monkeypatch) -> None:
+    # The format check matches the shape itself; a pattern that says the same (every date and timestamp
+    # field of the contracts) is not matched again, which cost a regex pass over every timestamp.
+    shaped = {
+        name
+        for ds in load_datasets().values()
+        for name, f in fastpath._plan(ds).fields.items()
+        if f.fmt and f.pattern in (fastpath._DATE_RE2, fastpath._TS_RE2)
+    }
+    assert {"settled_at", "event_at", "expires_on", "ordered_on"} <= shaped
+    ds = get_dataset(*SETTLE)
+    matched = []
+    real = fastpath.pc.match_substring_regex
+    monkeypatch.setattr(fastpath.pc, "match_substring_regex", lambda v, p: matched.append(p) or real(v, p))
+    assert fastpath.check_ndjson(ds, (dump(VALID[SETTLE]) + "\n").encode(), 1).good.num_rows == 1
+    assert matched.count(fastpath._TS_RE2) == 1
+
+
 @pytest.mark.parametrize(
     "pattern", [r"^[A-Za-z0-9-]{8,40}(?![\s\S])", r"^[A-Z][0-9]{2}(\.[0-9]{1,4})?(?![\s\S])", r"^ab$", r"b.c"]
 )

@@ -82,7 +82,9 @@ _ID_CANDIDATE = r"(?:^|[^0-9])[0-9]{17}[0-9X](?:[^0-9]|\z)"
 # A number token (after a colon) that a float64 may not hold exactly: 16+ digits, or an exponent.
 _LONG_NUMBER = r":[ \t\r]*-?(?:(?:[0-9]\.?){16}|[0-9]+(?:\.[0-9]*)?[eE])"
 _DATE_RE2 = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}\z"
-_TS_RE2 = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:Z|[+-][0-9]{2}:[0-9]{2})\z"
+# Written as the contracts' pattern translates (groups and all), so that a field whose pattern is the shape
+# is not matched twice (_field_ok).
+_TS_RE2 = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})\z"
 _CSV_NUMBER = r"^-?(?:0|[1-9][0-9]{0,19})(?:\.[0-9]{1,18})?\z"  # JSON numbers the decimal type holds
 _ROW_IN_ERROR = re.compile(r"\bin row (\d+)\b")
 # Per dataset: whether the last NDJSON chunk had lines Arrow could not parse (the next is screened first).
