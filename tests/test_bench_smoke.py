@@ -53,6 +53,8 @@ def test_bench_runs_small_and_writes_comparable_results(tmp_path):
             "process_seconds"]
     assert "ingest ndjson CPU" in proc.stdout
     assert res["ingest"]["ndjson_5x"]["read"] == 5 * lines
+    assert len(res["ingest"]["ndjson"]["process_seconds_runs"]) == 2
+    assert res["ingest"]["ndjson"]["process_seconds"] == min(res["ingest"]["ndjson"]["process_seconds_runs"])
     out_of_step = res["ingest"]["ndjson_rejected"]
     assert out_of_step["read"] == out_of_step["rejected"] == lines // 10 and out_of_step["loaded"] == 0
     assert res["ingest_ndjson_rejected_rps"] > 0 and "ingest NDJSON, all rejected" in proc.stdout
