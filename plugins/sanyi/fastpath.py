@@ -11,7 +11,10 @@ rules that failed (:func:`_judge`), which gives the same errors at a fraction of
 
 NDJSON (:func:`check_ndjson`): lines are screened first (:func:`_structural_suspects`), the rest parsed
 by ``pyarrow.json`` in ~1 MiB pieces on a small thread pool with an explicit schema (numbers as float64),
-then every field, conditional and business rule is checked column-wise. CSV (:func:`iter_csv`): quote-free
+then every field, conditional and business rule is checked column-wise. A line whose members are the
+problem (one unknown to the contract, one missing, a value of the wrong JSON type) is read by the reference
+reader and written again with only the contract fields of the right type (:func:`_repaired`), so that a
+file out of step with the contract on every line is still checked column-wise. CSV (:func:`iter_csv`): quote-free
 pieces are cut by ``pyarrow.csv`` as text; a file with quotes continues through Python's ``csv`` module as
 the reference reads it; the checks are the same.
 
@@ -1413,7 +1416,7 @@ def _repaired(
         kept = {name: record[name] for name in plan.ds.fields if name in record and name not in wrong}
         try:
             texts.append(_REPAIR_ENCODER.encode(kept))
-        except (TypeError, ValueError, OverflowError):  # an integer beyond 64 bits: the reference judges it
+        except (TypeError, ValueError, OverflowError):  # anything msgspec cannot write: the reference judges it
             continue
         lines.append(i)
         found[i] = _Repair(missing, frozenset(wrong), extras)
