@@ -1363,11 +1363,12 @@ def check_ndjson(ds: Dataset, data: bytes, first_line: int, *, starts: list[int]
 @dataclass(frozen=True)
 class _Repair:
     """Why a line was repaired: contract fields left out of the repaired line (absent from the record, or
-    a value of the wrong JSON type), and whether the record has members outside the contract."""
+    a value of the wrong JSON type), and whether a member it left out (those, or one outside the contract)
+    holds a resident id, which the vectorised id scan did not see."""
 
     missing: frozenset[str]
     wrong: frozenset[str]
-    extras: bool
+    unscanned_id: bool
 
 
 _REPAIR_ENCODER = msgspec.json.Encoder(decimal_format="number")  # a Decimal as the number it was written as
@@ -1419,7 +1420,8 @@ def _repaired(
         except (TypeError, ValueError, OverflowError):  # anything msgspec cannot write: the reference judges it
             continue
         lines.append(i)
-        found[i] = _Repair(missing, frozenset(wrong), extras)
+        left_out = {k: v for k, v in record.items() if k not in kept}
+        found[i] = _Repair(missing, frozenset(wrong), bool(left_out) and _holds_id(plan, left_out))
     if not texts:
         return [], {}
     data = b"\n".join(texts) + b"\n"
@@ -1431,6 +1433,13 @@ def _repaired(
     tables, _ = _parse_all(plan, data, starts, arr, suspects)
     out = [(table, [lines[k] for k in idx]) for table, idx in tables]
     return out, {i: found[i] for _, idx in out for i in idx}
+
+
+def _holds_id(plan: _Plan, members: dict[str, Any]) -> bool:
+    """Whether the reference's rule ``resident_id_in_wrong_field`` (if the dataset has it) finds an id in
+    these members."""
+    rule = "resident_id_in_wrong_field"
+    return rule in plan.rules and bool(validation.business_rule_errors(_rules_dataset(plan.ds, (rule,)), members))
 
 
 def _repairable(plan: _Plan) -> bool:
@@ -1476,10 +1485,10 @@ def _failing_fields(
         bad = tuple(name for name in plan.ds.fields if not per_field[name][k] or name in left_out)
         failed = [rule for rule in plan.rules if not per_rule[rule][k]]
         if "resident_id_in_wrong_field" in plan.rules and (
-            unscanned & set(bad) or (repair is not None and (repair.extras or repair.wrong))
+            unscanned & set(bad) or (repair is not None and repair.unscanned_id)
         ):
-            # An invalid value of a field the id scan skips (its pattern rules ids out) may hold one; so may
-            # a member the repaired line left out (the id scan of the reference reads every member).
+            # An invalid value of a field the id scan skips (its pattern rules ids out) may hold one; so does
+            # a member the repaired line left out when the rule finds one there (it reads every member).
             failed.append("resident_id_in_wrong_field")
         out[line] = _Failing(bad, tuple(r for r in plan.rules if r in failed), repaired=repair is not None)
     return out
