@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import operator
 import re
 from typing import Any
 
 MASK = "[resident-id]"
 
-_DIGITS = frozenset("0123456789")
 # Weights 2^(18-i) mod 11 for positions i = 1..17 (7, 9, 10, 5, …); with the check character (weight 1)
 # the weighted sum is ≡ 1 (mod 11).
 _WEIGHTS = tuple(pow(2, 18 - i, 11) for i in range(1, 18))
 _CHECK = "10X98765432"  # indexed by (weighted sum of the first 17 digits) mod 11
+_WEIGHTED_ZEROS = ord("0") * sum(_WEIGHTS)
 
 # 17 digits and a check character, not preceded or followed by a further digit. The x/X case is
 # checked afterwards, so a lower-case variant is found by the masking pass (see mask_resident_ids).
@@ -31,10 +32,15 @@ _CANDIDATE = re.compile(r"(?<![0-9])[0-9]{17}[0-9Xx](?![0-9])")
 
 def check_character(first17: str) -> str:
     """The GB 11643 check character (``0``-``9`` or ``X``) for 17 ASCII digits."""
-    if len(first17) != 17 or not set(first17) <= _DIGITS:
+    if len(first17) != 17 or not _ascii_digits(first17):
         raise ValueError("a resident id check character needs exactly 17 ASCII digits")
-    total = sum(int(c) * w for c, w in zip(first17, _WEIGHTS, strict=True))
+    # The digits' code points (48 + d) weighted, less the weighted 48s: one pass in C, no int() per digit.
+    total = sum(map(operator.mul, first17.encode("ascii"), _WEIGHTS)) - _WEIGHTED_ZEROS
     return _CHECK[total % 11]
+
+
+def _ascii_digits(s: str) -> bool:
+    return s.isascii() and s.isdigit()  # an ASCII string's only digits are 0-9
 
 
 def is_valid_resident_id(s: object) -> bool:
@@ -42,7 +48,7 @@ def is_valid_resident_id(s: object) -> bool:
     if not isinstance(s, str) or len(s) != 18:
         return False
     body = s[:17]
-    if not set(body) <= _DIGITS:
+    if not _ascii_digits(body):
         return False
     return s[17] == check_character(body)
 
