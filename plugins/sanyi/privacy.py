@@ -106,7 +106,7 @@ def pseudonymise(key: bytes, resident_id: str) -> str:
     """
     if not isinstance(resident_id, str):
         raise TypeError("pseudonymise takes the resident id as a str")
-    return hmac.new(_checked_key(key), resident_id.encode("utf-8"), hashlib.sha256).hexdigest()
+    return hmac.digest(_checked_key(key), resident_id.encode("utf-8"), "sha256").hex()  # OpenSSL's one-shot HMAC
 
 
 def hmac_pads(key: bytes) -> tuple[bytes, bytes]:
