@@ -1051,6 +1051,9 @@ class _Failing:
     fields: tuple[str, ...]
     rules: tuple[str, ...]
     repaired: bool = False
+    # Members whose values the vectorised id scan did not clear (rule resident_id_in_wrong_field): failing
+    # values of fields it skips, and the members a repaired line left out.
+    scan: tuple[str, ...] = ()
 
 
 def _judge(
@@ -1082,9 +1085,13 @@ def _judge(
             errors += _field_errors(plan, name, record[name]) if name in record else _missing_errors(plan.ds, name)
         if failing.repaired:
             errors += _extra_errors(plan, record)  # sorted last, by path, as validate_record sorts them
-        if failing.rules:
+        rules = failing.rules
+        unscanned = {k: record[k] for k in failing.scan if k in record}
+        if unscanned and _ID_RULE not in rules and _holds_id(plan, unscanned):
+            rules = tuple(r for r in plan.rules if r in rules or r == _ID_RULE)
+        if rules:
             errors += validation.business_rule_errors(
-                _rules_dataset(plan.ds, failing.rules), record, {validation._field_of(e.path) for e in errors}
+                _rules_dataset(plan.ds, rules), record, {validation._field_of(e.path) for e in errors}
             )
     elif errors is None:
         errors = validation.validate_record(plan.ds, record)
@@ -1363,12 +1370,12 @@ def check_ndjson(ds: Dataset, data: bytes, first_line: int, *, starts: list[int]
 @dataclass(frozen=True)
 class _Repair:
     """Why a line was repaired: contract fields left out of the repaired line (absent from the record, or
-    a value of the wrong JSON type), and whether a member it left out (those, or one outside the contract)
-    holds a resident id, which the vectorised id scan did not see."""
+    a value of the wrong JSON type), and the record's members the line left out (those of the wrong type
+    and those outside the contract), which the vectorised id scan did not see."""
 
     missing: frozenset[str]
     wrong: frozenset[str]
-    unscanned_id: bool
+    left_out: tuple[str, ...]
 
 
 _REPAIR_ENCODER = msgspec.json.Encoder(decimal_format="number")  # a Decimal as the number it was written as
@@ -1420,8 +1427,7 @@ def _repaired(
         except (TypeError, ValueError, OverflowError):  # anything msgspec cannot write: the reference judges it
             continue
         lines.append(i)
-        left_out = {k: v for k, v in record.items() if k not in kept}
-        found[i] = _Repair(missing, frozenset(wrong), bool(left_out) and _holds_id(plan, left_out))
+        found[i] = _Repair(missing, frozenset(wrong), tuple(k for k in record if k not in kept))
     if not texts:
         return [], {}
     data = b"\n".join(texts) + b"\n"
@@ -1435,11 +1441,15 @@ def _repaired(
     return out, {i: found[i] for _, idx in out for i in idx}
 
 
+_ID_RULE = "resident_id_in_wrong_field"
+
+
 def _holds_id(plan: _Plan, members: dict[str, Any]) -> bool:
     """Whether the reference's rule ``resident_id_in_wrong_field`` (if the dataset has it) finds an id in
-    these members."""
-    rule = "resident_id_in_wrong_field"
-    return rule in plan.rules and bool(validation.business_rule_errors(_rules_dataset(plan.ds, (rule,)), members))
+    these members: then it runs on the whole record, for its exact errors."""
+    return _ID_RULE in plan.rules and bool(
+        validation.business_rule_errors(_rules_dataset(plan.ds, (_ID_RULE,)), members)
+    )
 
 
 def _repairable(plan: _Plan) -> bool:
@@ -1483,14 +1493,11 @@ def _failing_fields(
         # A field the repaired line left out reads as null there, which may pass: it fails all the same.
         left_out = frozenset() if repair is None else repair.missing | repair.wrong
         bad = tuple(name for name in plan.ds.fields if not per_field[name][k] or name in left_out)
-        failed = [rule for rule in plan.rules if not per_rule[rule][k]]
-        if "resident_id_in_wrong_field" in plan.rules and (
-            unscanned & set(bad) or (repair is not None and repair.unscanned_id)
-        ):
-            # An invalid value of a field the id scan skips (its pattern rules ids out) may hold one; so does
-            # a member the repaired line left out when the rule finds one there (it reads every member).
-            failed.append("resident_id_in_wrong_field")
-        out[line] = _Failing(bad, tuple(r for r in plan.rules if r in failed), repaired=repair is not None)
+        failed = tuple(rule for rule in plan.rules if not per_rule[rule][k])
+        # An invalid value of a field the id scan skips (its pattern rules ids out) may hold one; so may a
+        # member the repaired line left out. _judge asks the rule about those members first.
+        scan = tuple(name for name in bad if name in unscanned) + (() if repair is None else repair.left_out)
+        out[line] = _Failing(bad, failed, repaired=repair is not None, scan=scan)
     return out
 
 
