@@ -1328,9 +1328,7 @@ def check_ndjson(ds: Dataset, data: bytes, first_line: int, *, starts: list[int]
         starts = line_starts(data)
     n = len(starts) - 1
     raw = _Lines(data, starts)
-    lines = pa.Array.from_buffers(
-        pa.string(), n, [None, pa.array(starts, pa.int32()).buffers()[1], pa.py_buffer(data)]
-    )  # each line with its line break, over ``data`` itself
+    lines = _line_array(data, starts)
     # When the last chunk had lines Arrow stopped at, this one is screened before parsing, rather than
     # parse pieces twice (a piece is parsed again, without the bad lines, after Arrow stops in it).
     screen = bool(_SCREEN_FIRST.get(ds.table_name)) and plan.supported
@@ -1369,13 +1367,12 @@ def check_ndjson(ds: Dataset, data: bytes, first_line: int, *, starts: list[int]
 
 @dataclass(frozen=True)
 class _Repair:
-    """Why a line was repaired: contract fields left out of the repaired line (absent from the record, or
-    a value of the wrong JSON type), and the record's members the line left out (those of the wrong type
-    and those outside the contract), which the vectorised id scan did not see."""
+    """What the repaired line left out: contract fields (absent from the record, or of the wrong JSON type),
+    which fail whatever their null reads as, and the record's members (those of the wrong type and those
+    outside the contract), which the vectorised id scan did not see."""
 
-    missing: frozenset[str]
-    wrong: frozenset[str]
-    left_out: tuple[str, ...]
+    fields: frozenset[str]
+    members: tuple[str, ...]
 
 
 _REPAIR_ENCODER = msgspec.json.Encoder(decimal_format="number")  # a Decimal as the number it was written as
@@ -1427,14 +1424,12 @@ def _repaired(
         except (TypeError, ValueError, OverflowError):  # anything msgspec cannot write: the reference judges it
             continue
         lines.append(i)
-        found[i] = _Repair(missing, frozenset(wrong), tuple(k for k in record if k not in kept))
+        found[i] = _Repair(missing | set(wrong), tuple(k for k in record if k not in kept))
     if not texts:
         return [], {}
     data = b"\n".join(texts) + b"\n"
     starts = line_starts(data)
-    arr = pa.Array.from_buffers(
-        pa.string(), len(texts), [None, pa.array(starts, pa.int32()).buffers()[1], pa.py_buffer(data)]
-    )
+    arr = _line_array(data, starts)
     suspects = pc.indices_nonzero(_structural_suspects(plan, data, arr)).to_pylist()
     tables, _ = _parse_all(plan, data, starts, arr, suspects)
     out = [(table, [lines[k] for k in idx]) for table, idx in tables]
@@ -1491,12 +1486,12 @@ def _failing_fields(
             out[line] = None
             continue
         # A field the repaired line left out reads as null there, which may pass: it fails all the same.
-        left_out = frozenset() if repair is None else repair.missing | repair.wrong
+        left_out = frozenset() if repair is None else repair.fields
         bad = tuple(name for name in plan.ds.fields if not per_field[name][k] or name in left_out)
         failed = tuple(rule for rule in plan.rules if not per_rule[rule][k])
         # An invalid value of a field the id scan skips (its pattern rules ids out) may hold one; so may a
         # member the repaired line left out. _judge asks the rule about those members first.
-        scan = tuple(name for name in bad if name in unscanned) + (() if repair is None else repair.left_out)
+        scan = tuple(name for name in bad if name in unscanned) + (() if repair is None else repair.members)
         out[line] = _Failing(bad, failed, repaired=repair is not None, scan=scan)
     return out
 
@@ -1549,6 +1544,13 @@ def line_starts(data: bytes) -> list[int]:
     if starts[-1] != len(data):
         starts.append(len(data))
     return starts
+
+
+def _line_array(data: bytes, starts: list[int]) -> pa.Array:
+    """Each line with its line break as an Arrow string array over ``data`` itself (no copy)."""
+    return pa.Array.from_buffers(
+        pa.string(), len(starts) - 1, [None, pa.array(starts, pa.int32()).buffers()[1], pa.py_buffer(data)]
+    )
 
 
 class _Lines:
