@@ -102,11 +102,6 @@ class Dataset:
         return f"{self.agency}.{self.name}"
 
     @property
-    def schema_id(self) -> str:
-        """The schema's ``$id`` (names the contract version in receipts)."""
-        return str(self.schema.get("$id", ""))
-
-    @property
     def array_fields(self) -> tuple[str, ...]:
         """Fields of kind ``string_list`` (absent from CSV drops)."""
         return tuple(f for f in self.fields if self.kinds[f] == "string_list")

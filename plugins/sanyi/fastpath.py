@@ -641,11 +641,6 @@ class _Frame:
         self.n, self.values, self.row_ok = n, values, row_ok
 
 
-def _evaluate(plan: _Plan, frame: _Frame) -> pa.Array:
-    """Mask of rows that the reference certainly accepts."""
-    return _evaluate_fields(plan, frame)[0]
-
-
 def _evaluate_fields(plan: _Plan, frame: _Frame) -> tuple[pa.Array, dict[str, pa.Array], dict[str, pa.Array]]:
     """(rows the reference certainly accepts, per field: rows whose value passes all of the field's
     keywords, per business rule: rows it certainly passes). A row whose only failures are field values

@@ -677,47 +677,6 @@ def _apply_version_attributes(ds: contracts.Dataset, merged: pa.Table, incoming:
     return merged
 
 
-def _quarantine(
-    warehouse: Warehouse,
-    ds: contracts.Dataset,
-    row: FileRow,
-    drop: DropPath,
-    bad: list[Parsed],
-    props: dict[str, str],
-    key: bytes,
-) -> None:
-    from sanyi.warehouse import QUARANTINE_SCHEMA
-
-    table = warehouse.table(QUARANTINE, QUARANTINE_SCHEMA)
-    if Warehouse.find_commit(table, sha256=row.sha256, ledger_id=row.id) is not None:
-        return
-    now = datetime.now(UTC)
-    rows = [
-        {
-            "agency": ds.agency,
-            "dataset": ds.name,
-            "source_file": row.key,
-            "source_sha256": row.sha256,
-            "business_date": drop.business_date,
-            "line_no": p.line,
-            "record": _safe_record_json(p.record, key),
-            "errors": _errors_json(p.errors),
-            "quarantined_at": now,
-        }
-        for p in bad
-    ]
-    q_props = {k: v for k, v in props.items() if k != PROP_COUNTS}
-
-    def build(table):
-        try:
-            _check_not_committed(table, q_props)
-        except _AlreadyCommitted:
-            return None, "append"
-        return pa.Table.from_pylist(rows, schema=QUARANTINE_SCHEMA), "append"
-
-    warehouse.commit(QUARANTINE, build, properties=q_props)
-
-
 def _safe_record_json(record: dict[str, Any] | None, key: bytes) -> str | None:
     """The rejected record as JSON, with a valid patient_id pseudonymised and any other id masked."""
     if record is None:

@@ -238,10 +238,6 @@ class Ledger:
             )
         return result.rowcount == 1
 
-    def mark_attempt(self, file_id: int) -> None:
-        with self.engine.begin() as c:
-            c.execute(files.update().where(files.c.id == file_id).values(attempts=files.c.attempts + 1))
-
     def mark_error(self, file_id: int, error: str) -> None:
         """Record a non-terminal failure: the file stays pending and is retried by the next run."""
         with self.engine.begin() as c:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from pyarrow.fs import AwsStandardS3RetryStrategy
@@ -412,7 +412,3 @@ def open_bucket(url: str, *, settings: Settings | None = None) -> Bucket:
     if "://" in url and not url.startswith("file://"):
         raise StorageError(f"unsupported bucket URL {url!r} (use a local path or s3://)")
     return LocalBucket(root=url.removeprefix("file://"))
-
-
-def key_parts(key: str) -> tuple[str, ...]:
-    return PurePosixPath(key).parts

@@ -14,7 +14,6 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -354,10 +353,6 @@ def register(conn: duckdb.DuckDBPyConnection, name: str, arrow: pa.Table) -> Non
         conn.execute(f'CREATE OR REPLACE VIEW "{schema}"."{table}" AS SELECT * FROM "{hidden}"')
     else:
         conn.execute(f'CREATE OR REPLACE VIEW "{table}" AS SELECT * FROM "{hidden}"')
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
 
 
 def key_filter_mask(existing: pa.Table, incoming: pa.Table, key: tuple[str, ...]) -> pa.Array:
