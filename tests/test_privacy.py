@@ -109,6 +109,43 @@ def test_find_ignores_ids_adjacent_to_further_digits_and_invalid_ones() -> None:
     assert find_resident_ids(trace) == []
 
 
+def _windows_by_definition(text: str) -> list[tuple[int, str]]:
+    """Every 18-character window that is 17 ASCII digits and a digit, ``X`` or ``x``, with no ASCII digit
+    right before or right after it: the contract's definition, position by position."""
+    digits = "0123456789"
+    found = []
+    for i in range(len(text) - 17):
+        window = text[i : i + 18]
+        if (
+            all(c in digits for c in window[:17])
+            and window[17] in digits + "Xx"
+            and (i == 0 or text[i - 1] not in digits)
+            and (i + 18 == len(text) or text[i + 18] not in digits)
+        ):
+            found.append((i, window))
+    return found
+
+
+def test_finding_and_masking_agree_with_the_definition_on_random_texts() -> None:
+    # Digit runs of every length around 18, ids at the very start and end, X/x checks, non-ASCII digits
+    # (not digits for the contract) and separators: the cases a faster pattern could get wrong.
+    rng = random.Random(20261124)
+    pieces = [ID, ID_X, ID_X[:17] + "x", wrong_check(ID), "7", "42", "X", "x", " ", '"', ":", "-", "٣", "a"]
+    for _ in range(4000):
+        text = "".join(rng.choice(pieces) if rng.random() < 0.5 else rng.choice("0123456789")
+                       for _ in range(rng.randint(0, 12)))
+        windows = _windows_by_definition(text)
+        assert find_resident_ids(text) == [w for _, w in windows if iso7064_check(w[:17]) == w[17]], text
+        assert privacy.has_candidate(text) == bool(windows), text
+        masked, end = [], 0
+        for i, w in windows:
+            if i >= end:  # windows never overlap: each is bounded by non-digits
+                masked.append(text[end:i])
+                masked.append(MASK if iso7064_check(w[:17]) == w[17].upper() else w)
+                end = i + 18
+        assert mask_resident_ids(text) == "".join(masked) + text[end:], text
+
+
 # ------------------------------------------------------------------------------------------- masking
 def test_mask_replaces_each_id_with_a_fixed_token() -> None:
     masked = mask_resident_ids(f"{ID} and {ID_X}!")

@@ -27,7 +27,11 @@ _WEIGHTED_ZEROS = ord("0") * sum(_WEIGHTS)
 
 # 17 digits and a check character, not preceded or followed by a further digit. The x/X case is
 # checked afterwards, so a lower-case variant is found by the masking pass (see mask_resident_ids).
-_CANDIDATE = re.compile(r"(?<![0-9])[0-9]{17}[0-9Xx](?![0-9])")
+# The look-behind comes after the first digit ("a digit whose two-character window is not two digits"
+# is "a digit not preceded by one") so that the pattern starts with a character class: Python's re
+# then skips straight to the digits instead of testing the look-behind at every position, which made
+# it 1.7x slower on a settlement line's JSON (7.7 against 4.4 us, measured).
+_CANDIDATE = re.compile(r"[0-9](?<![0-9][0-9])[0-9]{16}[0-9Xx](?![0-9])")
 
 
 def check_character(first17: str) -> str:
