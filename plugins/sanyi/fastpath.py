@@ -1395,6 +1395,7 @@ def _repaired(
     if not parsed or not _repairable(plan):
         return [], {}
     types = {name: _JSON_TYPES.get(f.kind, _STRING) for name, f in plan.fields.items()}
+    names = types.keys()
     texts: list[bytes] = []
     lines: list[int] = []
     found: dict[int, _Repair] = {}
@@ -1402,15 +1403,13 @@ def _repaired(
         record = p.record if p is not None and not p.errors else None
         if not isinstance(record, dict):
             continue
-        wrong: list[str] = []
-        extras = False
-        for name, value in record.items():
-            allowed = types.get(name)
-            if allowed is None:
-                extras = True
-            elif value is not None and type(value) not in allowed:  # the reference reader's exact types
-                wrong.append(name)
-        missing = frozenset(name for name in types if name not in record)
+        members = record.keys()
+        extras = not members <= names  # set operations on the keys views run in C
+        missing = frozenset(names - members)
+        wrong = [  # the reference reader's exact types
+            name for name, value in record.items()
+            if value is not None and name in types and type(value) not in types[name]
+        ]
         if not (missing or wrong or extras):
             continue  # left out for another reason (a long number, a blank …): the reference judges it
         kept = {name: record[name] for name in plan.ds.fields if name in record and name not in wrong}
