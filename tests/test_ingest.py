@@ -288,6 +288,53 @@ def test_loads_take_arrow_memory_from_jemalloc_unless_the_operator_chose_a_pool(
         pa.set_memory_pool(before)
 
 
+def test_loads_run_with_fewer_collections_and_restore_the_collector_after(settings, monkeypatch):
+    # The collector's default first threshold (700) took a sixth of the CPU of a file of rejected lines.
+    # Raised while a load runs, whatever its outcome; the process's own setting is back afterwards, also
+    # when loads on two threads overlap.
+    import gc
+    import threading
+
+    from sanyi import ingest
+
+    before = gc.get_threshold()
+    seen = []
+    real_load = ingest._load
+
+    def spying(*args, **kwargs):
+        seen.append(gc.get_threshold())
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(ingest, "_load", spying)
+    try:
+        gc.set_threshold(700, 10, 10)
+        drop(settings, SETTLE_KEY, ndjson([settlement(1), {"unknown": 1}]))
+        drop(settings, "insurance/settlements/2024-10-01/bad.ndjson", b"{not json at all\n" * 3)
+        receipts = run(settings)
+        assert {r.status for r in receipts.values()} == {"loaded_with_rejections", "rejected"}
+        assert seen == [(ingest.GC_YOUNG_THRESHOLD, 10, 10)] * 2
+        assert gc.get_threshold() == (700, 10, 10)
+
+        inside, release = threading.Event(), threading.Event()
+
+        def long_load() -> None:
+            with ingest._fewer_collections():
+                inside.set()
+                release.wait(10)
+
+        other = threading.Thread(target=long_load)
+        other.start()
+        inside.wait(10)
+        with pytest.raises(RuntimeError), ingest._fewer_collections():
+            raise RuntimeError("a load that fails")
+        assert gc.get_threshold()[0] == ingest.GC_YOUNG_THRESHOLD  # the other load still runs
+        release.set()
+        other.join()
+        assert gc.get_threshold() == (700, 10, 10)
+    finally:
+        gc.set_threshold(*before)
+
+
 def test_errors_file_masks_member_names_and_an_earlier_versions_file_is_archived(settings):
     someone = resident_id(42)
     v1 = ndjson([settlement(1), settlement(2, amount=21.00), {**settlement(3), someone: 1}])

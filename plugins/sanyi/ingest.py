@@ -13,7 +13,9 @@ finishes the job instead of loading twice.
 from __future__ import annotations
 
 import collections
+import contextlib
 import csv
+import gc
 import gzip
 import hashlib
 import io
@@ -547,7 +549,8 @@ def _process(
 
     try:
         # Streamed: read, checked (sanyi.fastpath) and written chunk by chunk; see _load.
-        out = _load(settings, row, drop, ds, landing, warehouse)
+        with _fewer_collections():
+            out = _load(settings, row, drop, ds, landing, warehouse)
     except FileRejected as exc:
         receipt = _base_receipt(row, ds, "rejected")
         receipt.reason = str(exc)
@@ -1456,6 +1459,35 @@ def _arrow_memory_pool() -> None:
     except NotImplementedError:
         log.info("pyarrow was built without jemalloc: Arrow keeps its default allocator (%s)",
                  pa.default_memory_pool().backend_name)
+
+
+# Young objects the garbage collector lets pile up before it runs, while a load runs (CPython's default is
+# 700). A rejected record is a few dozen short-lived dicts, lists and Decimals; at the default the collector
+# ran some 1,700 times on a 100k-line file of rejected lines and took a sixth of its CPU (measured: 7.0 ->
+# 5.7 s, 7.7 -> 6.4 CPU-s; the 1 %-invalid file gains 1-3 %). Cycles are still collected, just later.
+GC_YOUNG_THRESHOLD = 50_000
+_gc_lock = threading.Lock()
+_gc_loads = 0
+_gc_saved: tuple[int, ...] = ()
+
+
+@contextlib.contextmanager
+def _fewer_collections() -> Iterator[None]:
+    """The collector's first threshold raised to :data:`GC_YOUNG_THRESHOLD` while any load of this process
+    runs (process-wide, counted, so loads on several threads overlap safely); restored after the last."""
+    global _gc_loads, _gc_saved
+    with _gc_lock:
+        if _gc_loads == 0:
+            _gc_saved = gc.get_threshold()
+            gc.set_threshold(max(GC_YOUNG_THRESHOLD, _gc_saved[0]), *_gc_saved[1:])
+        _gc_loads += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_loads -= 1
+            if _gc_loads == 0:
+                gc.set_threshold(*_gc_saved)
 
 
 def _tmp_root(settings: Settings) -> Path:
