@@ -11,8 +11,8 @@ partial id says something about the person, and a fixed token is impossible to m
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import hmac
 import operator
 import re
 from typing import Any
@@ -114,13 +114,28 @@ def pseudonymise(key: bytes, resident_id: str) -> str:
     """
     if not isinstance(resident_id, str):
         raise TypeError("pseudonymise takes the resident id as a str")
-    return hmac.digest(_checked_key(key), resident_id.encode("utf-8"), "sha256").hex()  # OpenSSL's one-shot HMAC
+    inner, outer = _pad_states(_checked_key(key))
+    digest = inner.copy()
+    digest.update(resident_id.encode("utf-8"))
+    result = outer.copy()
+    result.update(digest.digest())
+    return result.hexdigest()
+
+
+@functools.lru_cache(maxsize=4)
+def _pad_states(key: bytes) -> tuple[Any, Any]:
+    # SHA-256 already fed each pad, copied per id: two compressions per id instead of four (1.3 -> 0.5 us).
+    # And the GIL is kept: OpenSSL's one-shot HMAC lets go of it at every call, and taking it back from a
+    # thread running Python (the validators, while quarantined records are pseudonymised) waited up to
+    # the switch interval each time (measured: 20,000 calls next to a busy thread, 12.6 s against 17 ms).
+    inner, outer = hmac_pads(key)
+    return hashlib.sha256(inner), hashlib.sha256(outer)
 
 
 def hmac_pads(key: bytes) -> tuple[bytes, bytes]:
-    """The inner and outer pads of HMAC-SHA256 (RFC 2104) for ``key``, for the loader's SQL hashing of a
-    chunk's ids (``sql/ingest/pseudonyms.sql``): ``SHA-256(outer + SHA-256(inner + id))`` as hex is
-    :func:`pseudonymise`'s HMAC."""
+    """The inner and outer pads of HMAC-SHA256 (RFC 2104) for ``key``: ``SHA-256(outer + SHA-256(inner + id))``
+    is the HMAC, computed so by :func:`pseudonymise` and by the loader's SQL for a chunk's ids
+    (``sql/ingest/pseudonyms.sql``)."""
     key = _checked_key(key)
     block = key if len(key) <= 64 else hashlib.sha256(key).digest()
     block = int.from_bytes(block.ljust(64, b"\0"))  # XOR of the whole block at once: µs, not 20 µs
