@@ -221,18 +221,14 @@ def test_a_quarantined_pseudonym_is_never_masked_even_when_its_hex_looks_like_an
     key = b"k" * 32
     # About one pseudonym in 4,500 holds 18 digits with a valid check character between its letters.
     ids = (body + privacy.check_character(body) for body in (f"3301021980{n:07d}" for n in range(100_000)))
-    def masked(p: str) -> bool:
-        return privacy.mask_resident_ids(privacy.pseudonymise(key, p)) != privacy.pseudonymise(key, p)
-
-    pid = next(filter(masked, ids))
-    pseudonym = "pseudonym:" + privacy.pseudonymise(key, pid)
+    pid, hexes = next((p, h) for p in ids if privacy.mask_resident_ids(h := privacy.pseudonymise(key, p)) != h)
+    pseudonym = "pseudonym:" + hexes  # the warehouse's pseudonym, so that the rows can be matched
     other = resident_id(100_001)
     # Alone (the text check finds the hex's digits) and next to an id that must be masked.
-    for record, note in (({"patient_id": pid, "n": 1}, None), ({"patient_id": pid, "note": f"see {other}"}, "see")):
-        stored = json.loads(ingest._safe_record_json(record, key))
-        assert stored["patient_id"] == pseudonym  # the warehouse's pseudonym, so the rows can be matched
-        if note:
-            assert stored["note"] == f"see {privacy.MASK}"
+    alone = json.loads(ingest._safe_record_json({"patient_id": pid, "n": 1}, key))
+    assert alone == {"patient_id": pseudonym, "n": 1}
+    beside = json.loads(ingest._safe_record_json({"patient_id": pid, "note": f"see {other}"}, key))
+    assert beside == {"patient_id": pseudonym, "note": f"see {privacy.MASK}"}
 
 
 def test_a_failed_background_write_fails_the_load_and_leaves_no_data_file(settings, monkeypatch):
