@@ -59,6 +59,18 @@ def test_bench_runs_small_and_writes_comparable_results(tmp_path):
     assert out_of_step["read"] == out_of_step["rejected"] == lines // 10 and out_of_step["loaded"] == 0
     assert res["ingest_ndjson_rejected_rps"] > 0 and "ingest NDJSON, all rejected" in proc.stdout
     assert all(res["indicators"][k]["results"] > 0 for k in res["indicators"])
+    # The floor: each part of the unavoidable work measured on the lines the raw parse read, and the Parquet
+    # write of every row the NDJSON ingest loaded; its rate is their CPU spread over every core.
+    floor = res["floor"]
+    assert floor["lines"] == res["raw_parse_ndjson_lines"] and 0.95 * lines < floor["lines"] < lines
+    assert floor["loaded_rows_written"] == res["ingest"]["ndjson"]["loaded"]
+    parts = floor["cpu_seconds_by_part"]
+    assert set(parts) == {"sha256", "parse", "pseudonyms", "parquet_write"} and all(v > 0 for v in parts.values())
+    assert floor["cpu_seconds"] == sum(parts.values())
+    assert res["floor_ndjson_rps"] == floor["lines"] / (floor["cpu_seconds"] / res["cpu_count"])
+    assert res["ratio_vs_raw_parse"]["floor_ndjson"] == res["floor_ndjson_rps"] / res["raw_parse_ndjson_rps"]
+    assert "ingest floor NDJSON (no checks)" in proc.stdout
+    assert not list((tmp_path / "home").glob("**/*.readable.ndjson"))
     for key in ("ingest_ndjson_rps", "ingest_csv_rps", "jsonschema_ndjson_rps", "raw_parse_ndjson_rps"):
         assert res[key] > 0
     assert res["ratio_vs_jsonschema"]["ndjson"] == res["ingest_ndjson_rps"] / res["jsonschema_ndjson_rps"]
