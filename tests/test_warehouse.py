@@ -70,3 +70,29 @@ def test_unpartitioned_tables_and_empty_data_go_through_pyiceberg(settings):
     files = _write(table, _rows([10]), _ours)
     assert len(files) == 1 and files[0].record_count == 3000
     assert wh.table("t.flat").scan().to_arrow().num_rows == 3000
+
+
+def test_a_column_of_distinct_values_gets_a_dictionary_of_512_kib_at_most(settings):
+    # pyiceberg's default (2 MiB) dictionary-encoded such a column nearly whole before falling back to plain
+    # pages: more CPU and larger files (warehouse.DICT_SIZE). 300,000 distinct random int64 would make a 2 MiB
+    # dictionary page; zstd cannot shrink random bytes, so the page's size on disk shows the cap.
+    import random
+
+    import pyarrow.parquet as pq
+    from pyiceberg.io.pyarrow import _get_parquet_writer_kwargs
+
+    from sanyi.warehouse import DICT_SIZE
+
+    wh = Warehouse(settings=settings)
+    table = wh.table("t.distinct", pa.schema([("x", pa.int64())]))
+    assert _get_parquet_writer_kwargs(table.metadata.properties)["dictionary_pagesize_limit"] == 512 << 10
+    rng = random.Random(7)
+    values = pa.array(list({rng.getrandbits(63) for _ in range(300_000)}), pa.int64())
+    (data_file,) = _write(table, pa.table({"x": values}), _ours)
+    chunk = pq.ParquetFile(data_file.file_path.removeprefix("file://")).metadata.row_group(0).column(0)
+    assert chunk.dictionary_page_offset is not None
+    dictionary_bytes = chunk.data_page_offset - chunk.dictionary_page_offset
+    # The writer checks the cap after each batch of values it encodes (20,000: pyiceberg's page row limit).
+    assert 256 << 10 < dictionary_bytes <= (512 << 10) + 20_000 * 8 + 1024, dictionary_bytes
+    assert wh.table("t.distinct").scan().to_arrow().column("x").combine_chunks().equals(values)
+    assert table.metadata.properties[DICT_SIZE] == str(512 << 10)

@@ -273,7 +273,7 @@ def test_the_sqlite_catalog_waits_for_a_lock_as_long_as_the_ledger(tmp_path):
 
 def test_a_table_made_before_pyiceberg_retries_were_switched_off_gets_the_setting_on_first_use(tmp_path):
     from sanyi.contracts import get_dataset
-    from sanyi.warehouse import NUM_RETRIES
+    from sanyi.warehouse import DICT_SIZE, NUM_RETRIES
 
     settings = settings_at(tmp_path / "home", KEY)
     wh = Warehouse(settings=settings)
@@ -284,3 +284,6 @@ def test_a_table_made_before_pyiceberg_retries_were_switched_off_gets_the_settin
 
     assert wh.dataset_table(ds).metadata.properties[NUM_RETRIES] == "0"
     assert wh.catalog.load_table(ds.table_name).metadata.properties[NUM_RETRIES] == "0"
+    # So does the Parquet dictionary cap, set since (and no other property is touched).
+    props = wh.catalog.load_table(ds.table_name).metadata.properties
+    assert props[DICT_SIZE] == str(512 << 10) and "write.parquet.compression-codec" not in props
