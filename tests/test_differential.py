@@ -744,6 +744,36 @@ def test_duplicate_and_escaped_keys() -> None:
         check_ndjson_both(ds, line + "\n" + good + "\n")
 
 
+def test_the_amount_rule_on_rows_off_the_integer_grid_among_rows_on_it() -> None:
+    # Rows whose numbers are on the integer grids are checked in int64, the others alone in decimals, and the
+    # two verdicts merged back in row order: passing and failing rows of each kind, interleaved.
+    ds = get_dataset(*SETTLE)
+
+    def line(quantity: str, price: str, amount: str, eligible: str = "0.05", fund: str = "0.01") -> str:
+        rec = {**VALID[SETTLE], "quantity": Decimal(quantity), "unit_price": Decimal(price)}
+        rec.update(amount=Decimal(amount), eligible_amount=Decimal(eligible), fund_paid=Decimal(fund))
+        return dump(rec)
+
+    lines = [
+        line("3", "6.6650", "20.00"),  # 19.995, half up: passes (int64)
+        line("0.0005", "100.0000", "0.05"),  # off the thousandths grid: passes (decimals)
+        line("3", "6.6650", "19.99"),  # fails (int64)
+        line("0.0001", "50.0000", "0.01", "0.01"),  # 0.005, half up: passes (decimals)
+        line("3", "6.6650", "20.00"),
+        dump({**VALID[SETTLE], "amount": "20.00"}),  # a quoted amount: read again without it (a null)
+        line("0.0005", "100.0000", "0.06"),  # fails (decimals)
+        line("1", "0.0100", "0.01", "0.01"),
+        line("0.0001", "50.0000", "0.00", "0.00", "0.00"),  # fails (decimals)
+    ]
+    text = "\n".join(lines) + "\n"
+    check_ndjson_both(ds, text)
+    result = fastpath.check_ndjson(ds, text.encode(), 1)
+    assert sorted(r.line for r in result.rejected) == [3, 6, 7, 9]
+    # Lines 2 and 4 are cleared in decimals: only the rejected lines are judged by the reference.
+    assert result.fallback == 4
+    assert [r.errors[0].rule for r in result.rejected if r.line != 6] == ["amount_equals_quantity_times_price"] * 3
+
+
 ORDERS = ("insurance", "procurement_orders")
 # One mistake on every line, as an exporter out of step with the contract makes it.
 SYSTEMATIC: dict[str, tuple[tuple[str, str], Any]] = {
