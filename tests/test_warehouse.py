@@ -96,3 +96,13 @@ def test_a_column_of_distinct_values_gets_a_dictionary_of_512_kib_at_most(settin
     assert 256 << 10 < dictionary_bytes <= (512 << 10) + 20_000 * 8 + 1024, dictionary_bytes
     assert wh.table("t.distinct").scan().to_arrow().column("x").combine_chunks().equals(values)
     assert table.metadata.properties[DICT_SIZE] == str(512 << 10)
+
+
+def test_a_dictionary_cap_an_operator_set_is_kept(settings):
+    from sanyi.warehouse import DICT_SIZE, NUM_RETRIES
+
+    wh = Warehouse(settings=settings)
+    wh.catalog.create_namespace("t")
+    wh.catalog.create_table("t.tuned", schema=SCHEMA, properties={DICT_SIZE: str(1 << 20)})
+    props = wh.table("t.tuned").metadata.properties
+    assert props[DICT_SIZE] == str(1 << 20) and props[NUM_RETRIES] == "0"

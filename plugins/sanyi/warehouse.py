@@ -50,14 +50,12 @@ NUM_RETRIES = "commit.retry.num-retries"
 # took 0.95 CPU-s and 66.8 MB, against 0.71 CPU-s and 61.5 MB now (measured). Catalog-sized columns still
 # fit a dictionary: 30,000 provider codes or 19,000 drug codes.
 DICT_SIZE = "write.parquet.dict-size-bytes"
-# What Sanyi sets on every table it makes; those that can change are set on older tables at first use.
-TABLE_PROPERTIES = {
-    "write.parquet.compression-codec": "zstd",
-    "format-version": "2",
-    NUM_RETRIES: "0",
-    DICT_SIZE: str(512 << 10),
-}
-_UPDATABLE = (NUM_RETRIES, DICT_SIZE)
+# Set again on a table whenever it differs: commits are only correct with it.
+_ENFORCED = {NUM_RETRIES: "0"}
+# Set on a table that lacks it (made before Sanyi set it): an operator may tune it.
+_DEFAULTED = {DICT_SIZE: str(512 << 10)}
+# What Sanyi sets on every table it makes.
+TABLE_PROPERTIES = {"write.parquet.compression-codec": "zstd", "format-version": "2", **_ENFORCED, **_DEFAULTED}
 
 QUARANTINE = "sanyi.quarantine"
 RESULTS = "indicators.results"
@@ -295,10 +293,11 @@ class Warehouse:
         raise AssertionError("unreachable")
 
     def _with_table_properties(self, table: Table) -> Table:
-        """``table`` with Sanyi's updatable :data:`TABLE_PROPERTIES` (a table created before one of them was
-        set at creation gets it now): above all pyiceberg's own commit retry off."""
+        """``table`` with pyiceberg's own commit retry off, and the dictionary cap if it has none (a table
+        created before Sanyi set them at creation gets them now)."""
         have = table.metadata.properties
-        missing = {k: TABLE_PROPERTIES[k] for k in _UPDATABLE if have.get(k) != TABLE_PROPERTIES[k]}
+        missing = {k: v for k, v in _ENFORCED.items() if have.get(k) != v}
+        missing.update({k: v for k, v in _DEFAULTED.items() if k not in have})
         if not missing:
             return table
         try:

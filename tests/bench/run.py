@@ -188,7 +188,8 @@ def child_floor(path: str, home: str) -> dict[str, Any]:
     measured alone, one thread, on the file without the lines Arrow cannot read (as the raw parse):
 
     - the file's SHA-256 (a drop's identity in the ledger: replays and duplicates are found by it);
-    - Arrow's parse, in the ingest's 8 MiB chunks;
+    - Arrow's parse, one read per 8 MiB chunk (the ingest's chunks; it parses them in 1 MiB pieces, at the
+      same cost: measured);
     - the pseudonyms, with the ingest's own ``_Pseudonyms`` chunk by chunk (each distinct id hashed once);
     - the Parquet write of the rows the ingest loaded into ``home`` (read back first, not timed), with the
       warehouse's own writer (``write_data_files``: the files are written, never committed).
