@@ -1,16 +1,19 @@
-"""sanyi.warehouse.write_data_files: the same data files as pyiceberg's own writer, without its copy."""
+"""sanyi.warehouse: write_data_files (the same data files as pyiceberg's own writer, without its copy), and the
+Parquet settings tables are made with."""
 
 from __future__ import annotations
 
 import itertools
+import random
 import uuid
 from datetime import UTC, datetime
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
-from pyiceberg.io.pyarrow import _dataframe_to_data_files
+from pyiceberg.io.pyarrow import _dataframe_to_data_files, _get_parquet_writer_kwargs
 
-from sanyi.warehouse import Warehouse, write_data_files
+from sanyi.warehouse import DICT_SIZE, NUM_RETRIES, Warehouse, write_data_files
 
 SCHEMA = pa.schema([("id", pa.int64()), ("at", pa.timestamp("us", tz="UTC")), ("note", pa.string())])
 
@@ -76,13 +79,6 @@ def test_a_column_of_distinct_values_gets_a_dictionary_of_512_kib_at_most(settin
     # pyiceberg's default (2 MiB) dictionary-encoded such a column nearly whole before falling back to plain
     # pages: more CPU and larger files (warehouse.DICT_SIZE). 300,000 distinct random int64 would make a 2 MiB
     # dictionary page; zstd cannot shrink random bytes, so the page's size on disk shows the cap.
-    import random
-
-    import pyarrow.parquet as pq
-    from pyiceberg.io.pyarrow import _get_parquet_writer_kwargs
-
-    from sanyi.warehouse import DICT_SIZE
-
     wh = Warehouse(settings=settings)
     table = wh.table("t.distinct", pa.schema([("x", pa.int64())]))
     assert _get_parquet_writer_kwargs(table.metadata.properties)["dictionary_pagesize_limit"] == 512 << 10
@@ -99,8 +95,6 @@ def test_a_column_of_distinct_values_gets_a_dictionary_of_512_kib_at_most(settin
 
 
 def test_a_dictionary_cap_an_operator_set_is_kept(settings):
-    from sanyi.warehouse import DICT_SIZE, NUM_RETRIES
-
     wh = Warehouse(settings=settings)
     wh.catalog.create_namespace("t")
     wh.catalog.create_table("t.tuned", schema=SCHEMA, properties={DICT_SIZE: str(1 << 20)})
