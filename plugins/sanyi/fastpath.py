@@ -1754,7 +1754,9 @@ def _csv_arrow(plan: _Plan, header: list[str], text: str, first_line: int) -> tu
     lines_total = text.count("\n") + (0 if text.endswith("\n") else 1)
     odd: list[Any] = []
     table = None
-    if not text.startswith(("\n", "\r\n")) and "\n\n" not in text and "\n\r\n" not in text:
+    # Arrow drops a byte order mark at the start of what it reads: a piece whose first row starts with U+FEFF
+    # would lose it from its first cell (the reference keeps it, and rejects the value).
+    if not text.startswith(("\n", "\r\n", "\ufeff")) and "\n\n" not in text and "\n\r\n" not in text:
         try:
             table = pa_csv.read_csv(
                 io.BytesIO(text.encode("utf-8")),
