@@ -324,6 +324,7 @@ _NASTY_TEXT = [
     "e11.9",
     "E11.99999",
     "VBP 2024",
+    "\ufeffH33010200017",  # a byte order mark inside the data (Arrow drops one at the start of what it reads)
 ]
 
 
