@@ -32,6 +32,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -223,16 +224,11 @@ def child_floor(path: str, home: str) -> dict[str, Any]:
     sha = hashlib.sha256()
     pseudonyms = ingest._Pseudonyms(settings, settings.require_key())
     lines = 0
-    with open(path, "rb") as fh:
-        carry = b""
-        while block := fh.read(ingest.CHUNK_BYTES):
-            timed("sha256", sha.update, block)
-            data = carry + block
-            cut = data.rfind(b"\n") + 1
-            data, carry = data[:cut], data[cut:]
-            table = timed("parse", fastpath._read_json, plan, pa.py_buffer(data))
-            timed("pseudonyms", pseudonyms, table.column("patient_id"))
-            lines += table.num_rows
+    for data in _whole_lines(Path(path), ingest.CHUNK_BYTES):
+        timed("sha256", sha.update, data)
+        table = timed("parse", fastpath._read_json, plan, pa.py_buffer(data))
+        timed("pseudonyms", pseudonyms, table.column("patient_id"))
+        lines += table.num_rows
     pseudonyms.close()
     timed("sha256", sha.hexdigest)
     table = warehouse.catalog.load_table(ds.table_name)
@@ -296,6 +292,18 @@ def raw_parse(readable: Path, kept: int, csv_path: Path) -> dict[str, float]:
     return out
 
 
+def _whole_lines(path: Path, size: int) -> Iterator[bytes]:
+    """``path`` read ``size`` bytes at a time, each piece cut after its last line break (the generated files
+    end with one; a last line without it is left out)."""
+    with path.open("rb") as fh:
+        carry = b""
+        while block := fh.read(size):
+            data = carry + block
+            cut = data.rfind(b"\n") + 1
+            yield data[:cut]
+            carry = data[cut:]
+
+
 def _readable_copy(ndjson: Path) -> tuple[Path, int]:
     """``ndjson`` without the lines a strict Arrow read stops at (found as the fast path screens them)."""
     import pyarrow as pa
@@ -306,12 +314,8 @@ def _readable_copy(ndjson: Path) -> tuple[Path, int]:
     plan = fastpath._plan(contracts.get_dataset("insurance", "settlements"))
     out = ndjson.with_suffix(".readable.ndjson")
     kept = 0
-    with ndjson.open("rb") as src, out.open("wb") as dst:
-        carry = b""
-        while block := src.read(32 << 20):
-            data = carry + block
-            cut = data.rfind(b"\n") + 1
-            data, carry = data[:cut], data[cut:]
+    with out.open("wb") as dst:
+        for data in _whole_lines(ndjson, 32 << 20):
             lines = pa.array(data.split(b"\n")[:-1], pa.string())
             screened = pa.array(fastpath._screened(plan, lines), pa.int64())
             bad = pc.or_(
