@@ -787,10 +787,13 @@ def _existing_receipt(settings: Settings, row: FileRow) -> Receipt:
 # ===================================================================================== streaming load
 # A file is read, checked and written in bounded pieces, so peak memory follows these sizes and not the
 # file's (an upsert dataset, whose merge rewrites its table, still holds the file's good rows).
-# Decompressed bytes handed to the validator at a time, cut after a line break. 8 MiB rather than more: the
-# first chunk is checked sooner and the last written sooner, so reading, checking and writing overlap longer
-# (CSV 15 % faster than with 32 MiB; NDJSON the same within noise) and less is held in memory.
+# Decompressed bytes handed to the validator at a time, cut after a line break. 8 MiB rather than more for
+# CSV: the first chunk is checked sooner and the last written sooner, so reading, checking and writing
+# overlap longer (measured: 16 MiB is 5 % slower and holds 200 MiB more). NDJSON takes twice that: its
+# chunks are checked two at a time, each in pieces on the parse threads, and fewer, larger chunks kept the
+# cores busier (measured, 1M lines, 5 interleaved pairs: 5.98 -> 5.57 s, 10.4 -> 9.9 CPU-s, +70 MiB peak).
 CHUNK_BYTES = 8 << 20
+NDJSON_CHUNK_FACTOR = 2
 WRITE_ROWS = 1 << 18  # good rows buffered before they are written as Iceberg data files
 _BOM = b"\xef\xbb\xbf"
 
@@ -854,10 +857,16 @@ class _Prepend:
         return out + self.raw.read(size - len(out)) if len(out) < size else out
 
 
-def _blocks(raw: _HashingReader, gzipped: bool, limit: int) -> Iterator[bytes]:
-    """The file's bytes (decompressed), raising what :func:`_gunzip` raises, in the same order."""
+def chunk_bytes(fmt: str) -> int:
+    """The size of the chunks a file of format ``fmt`` is read, checked and written in."""
+    return CHUNK_BYTES * (NDJSON_CHUNK_FACTOR if fmt == "ndjson" else 1)
+
+
+def _blocks(raw: _HashingReader, gzipped: bool, limit: int, size: int) -> Iterator[bytes]:
+    """The file's bytes (decompressed) in blocks of ``size``, raising what :func:`_gunzip` raises, in the
+    same order."""
     if not gzipped:
-        while block := raw.read(CHUNK_BYTES):
+        while block := raw.read(size):
             yield block
         return
     head = raw.read(2)
@@ -872,7 +881,7 @@ def _blocks(raw: _HashingReader, gzipped: bool, limit: int) -> Iterator[bytes]:
             if total > limit:
                 raise FileRejected(f"gzip content expands beyond the platform limit of {limit} bytes")
             pending.append(piece)
-            if sum(map(len, pending)) >= CHUNK_BYTES:
+            if sum(map(len, pending)) >= size:
                 yield b"".join(pending)
                 pending = []
     except (OSError, EOFError, zlib.error) as exc:
@@ -889,7 +898,7 @@ def _line_chunks(blocks: Iterator[bytes]) -> Iterator[bytes]:
         if cut < 0:
             carry += block
             continue
-        # One copy of the block at most (blocks are CHUNK_BYTES): none when it ends at a line break already.
+        # One copy of the block at most (blocks are chunk-sized): none when it ends at a line break already.
         if cut == len(block) - 1:
             piece = carry + block if carry else block
         else:
@@ -917,7 +926,8 @@ class _Source:
         self.row, self.drop = row, drop
         self.fh = landing.open(row.key)
         self.raw = _HashingReader(self.fh)
-        self.chunks = _line_chunks(_blocks(self.raw, drop.gzipped, settings.max_file_bytes))
+        size = chunk_bytes(drop.fmt)
+        self.chunks = _line_chunks(_blocks(self.raw, drop.gzipped, settings.max_file_bytes, size))
         self.offset = 0
 
     def close(self) -> None:

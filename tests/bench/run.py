@@ -189,9 +189,9 @@ def child_floor(path: str, home: str) -> dict[str, Any]:
     measured alone, one thread, on the file without the lines Arrow cannot read (as the raw parse):
 
     - the file's SHA-256 (a drop's identity in the ledger: replays and duplicates are found by it);
-    - Arrow's parse, one read per 8 MiB chunk (the ingest's chunks; it parses them in 1 MiB pieces, at the
-      same cost: measured);
-    - the pseudonyms, with the ingest's own ``_Pseudonyms`` chunk by chunk (each distinct id hashed once);
+    - Arrow's parse, in the ingest's pieces (``fastpath.PIECE_BYTES`` of whole lines);
+    - the pseudonyms, with the ingest's own ``_Pseudonyms``, once per NDJSON chunk's worth of pieces
+      (``ingest.chunk_bytes``: each distinct id of a chunk hashed once);
     - the Parquet write of the rows the ingest loaded into ``home`` (read back first, not timed), with the
       warehouse's own writer (``write_data_files``: the files are written, never committed).
 
@@ -223,12 +223,19 @@ def child_floor(path: str, home: str) -> dict[str, Any]:
 
     sha = hashlib.sha256()
     pseudonyms = ingest._Pseudonyms(settings, settings.require_key())
-    lines = 0
-    for data in _whole_lines(Path(path), ingest.CHUNK_BYTES):
+    lines = pending = 0
+    ids: list[pa.ChunkedArray] = []
+    for data in _whole_lines(Path(path), fastpath.PIECE_BYTES):
         timed("sha256", sha.update, data)
         table = timed("parse", fastpath._read_json, plan, pa.py_buffer(data))
-        timed("pseudonyms", pseudonyms, table.column("patient_id"))
+        ids.append(table.column("patient_id"))
         lines += table.num_rows
+        pending += len(data)
+        if pending >= ingest.chunk_bytes("ndjson"):
+            timed("pseudonyms", pseudonyms, pa.chunked_array([c for a in ids for c in a.chunks]))
+            ids, pending = [], 0
+    if ids:
+        timed("pseudonyms", pseudonyms, pa.chunked_array([c for a in ids for c in a.chunks]))
     pseudonyms.close()
     timed("sha256", sha.hexdigest)
     table = warehouse.catalog.load_table(ds.table_name)
