@@ -256,9 +256,7 @@ def cmd_validate(settings: Settings, args: argparse.Namespace) -> int:
         if p.record is not None and not p.errors:
             p.errors = validation.validate_record(ds, p.record)
         for e in p.errors:
-            print(
-                json.dumps({"line": p.line, "path": e.path, "rule": e.rule, "message": e.message}, ensure_ascii=False)
-            )
+            print(validation.error_line(p.line, e))
         bad += bool(p.errors)
     reason = validation.validate_file(ds, [p.record for p in parsed if not p.errors])
     if reason:
