@@ -63,6 +63,10 @@ class RecordError:
     rule: str
     message: str
 
+    def as_dict(self) -> dict[str, str]:
+        """``{"path", "rule", "message"}`` for an errors file line."""
+        return asdict(self)
+
 
 # JSON allows these raw inside a string; escaped, so that a line of an errors file is one line for every reader.
 _LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
@@ -73,12 +77,7 @@ def error_line(line: int, error: RecordError) -> str:
     break: JSON, other languages' text as it is, except U+0085, U+2028 and U+2029, which are escaped. A
     reader that splits text at every Unicode line break (Python's ``str.splitlines``, many editors) would
     otherwise cut an error whose message quotes a value holding one."""
-    entry = {"line": line, "path": error.path, "rule": error.rule, "message": error.message}
-    return json.dumps(entry, ensure_ascii=False).translate(_LINE_BREAKS)
-
-    def as_dict(self) -> dict[str, str]:
-        """``{"path", "rule", "message"}`` for an errors file line."""
-        return asdict(self)
+    return json.dumps({"line": line, **error.as_dict()}, ensure_ascii=False).translate(_LINE_BREAKS)
 
 
 # ------------------------------------------------------------------------------------------ the validator
