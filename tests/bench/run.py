@@ -223,19 +223,24 @@ def child_floor(path: str, home: str) -> dict[str, Any]:
 
     sha = hashlib.sha256()
     pseudonyms = ingest._Pseudonyms(settings, settings.require_key())
+    ids: list[pa.Array] = []  # the patient ids of the pieces since the last NDJSON chunk's worth
+
+    def pseudonymise() -> None:
+        if ids:
+            timed("pseudonyms", pseudonyms, pa.chunked_array(ids))
+            ids.clear()
+
     lines = pending = 0
-    ids: list[pa.ChunkedArray] = []
     for data in _whole_lines(Path(path), fastpath.PIECE_BYTES):
         timed("sha256", sha.update, data)
         table = timed("parse", fastpath._read_json, plan, pa.py_buffer(data))
-        ids.append(table.column("patient_id"))
+        ids.extend(table.column("patient_id").chunks)
         lines += table.num_rows
         pending += len(data)
         if pending >= ingest.chunk_bytes("ndjson"):
-            timed("pseudonyms", pseudonyms, pa.chunked_array([c for a in ids for c in a.chunks]))
-            ids, pending = [], 0
-    if ids:
-        timed("pseudonyms", pseudonyms, pa.chunked_array([c for a in ids for c in a.chunks]))
+            pseudonymise()
+            pending = 0
+    pseudonymise()
     pseudonyms.close()
     timed("sha256", sha.hexdigest)
     table = warehouse.catalog.load_table(ds.table_name)
