@@ -1208,6 +1208,67 @@ def test_replaced_bytes_are_found_after_streaming(settings, small_chunks):
     assert _unreferenced_data_files(settings, "insurance.settlements") == set()
 
 
+APPEND_PAIRS = [p for p in PAIRS if get_dataset(*p).mode == "append"]
+
+
+@st.composite
+def load_cases(draw: st.DrawFn, ds: contracts.Dataset) -> tuple[str, list[str], str, bool, tuple[int, int, int]]:
+    """Two files of ``ds`` in one format and encoding, the second repeating some of the first's lines (keys
+    stored by the first are duplicates), and the chunk, write batch and Arrow piece sizes to load them with."""
+    rng = draw(st.randoms())
+    if draw(st.booleans()):
+        fmt, enc = "ndjson", draw(st.sampled_from(["utf-8", "utf-8-sig"]))
+        first = "".join(t if t.endswith("\n") else t + "\n" for t in draw(st.lists(ndjson_texts(ds), max_size=3)))
+        lines = first.splitlines(keepends=True)
+        second = "".join(rng.sample(lines, k=rng.randrange(len(lines) + 1))) + draw(ndjson_texts(ds))
+    else:
+        fmt, enc = "csv", draw(st.sampled_from(["utf-8", "utf-8-sig", "gb18030"]))
+        text, _ = draw(csv_texts(ds))
+        head, _, body = text.partition("\n")
+        first = head + "\n" + body * draw(st.integers(1, 2))
+        rows = body.split("\n")[:-1]
+        second = head + "\n" + "".join(r + "\n" for r in rng.sample(rows, k=rng.randrange(len(rows) + 1)))
+    sizes = (draw(st.sampled_from([8, 300, 2048])), draw(st.sampled_from([1, 7, 1000])),
+             draw(st.sampled_from([1, 700, 1 << 20])))
+    return fmt, [first, second], enc, draw(st.booleans()), sizes
+
+
+@pytest.mark.usefixtures("settings")  # the environment: a test key, no inherited SANYI_* variable
+@pytest.mark.parametrize("pair", APPEND_PAIRS, ids=[f"{a}.{n}" for a, n in APPEND_PAIRS])
+def test_generated_files_load_as_the_reference_loads_them(pair, tmp_path, monkeypatch) -> None:
+    # The hand-made loads above, generalised: every format, encoding and compression, cut into chunks and
+    # pieces of every size, against the whole-file reference; the second file meets the first one's keys.
+    import gzip
+
+    from sanyi.config import Settings
+
+    ds = get_dataset(*pair)
+    homes = iter(range(10**6))
+
+    @settings(SETTINGS, max_examples=8)
+    @given(case=load_cases(ds))
+    def run(case) -> None:
+        fmt, texts, enc, gz, (chunk, rows, piece) = case
+        monkeypatch.setattr(ingest, "CHUNK_BYTES", chunk)
+        monkeypatch.setattr(ingest, "WRITE_ROWS", rows)
+        monkeypatch.setattr(fastpath, "PIECE_BYTES", piece)
+        monkeypatch.setenv("SANYI_HOME", str(tmp_path / f"home{next(homes)}"))
+        home = Settings.from_env()
+        Warehouse(settings=home).ensure_all()
+        sent: set[bytes] = set()
+        for day, text in enumerate(texts):
+            data = text.encode(enc, errors="replace")  # gb18030 encodes every character but lone surrogates
+            data = gzip.compress(data, mtime=0) if gz else data
+            if data in sent:  # the same bytes again are a duplicate submission, not a second file
+                continue
+            sent.add(data)
+            name = f"f{day}" + (".gb18030" if enc == "gb18030" else "") + f".{fmt}" + (".gz" if gz else "")
+            key = f"{pair[0]}/{pair[1]}/2024-10-0{day + 1}/{name}"
+            _check_streamed_load(home, key, data, T0 + timedelta(days=day))
+
+    run()
+
+
 def _unreferenced_data_files(settings, name: str) -> set[str]:
     """Parquet files under the table's data folder that no snapshot references (written, not committed)."""
     table = Warehouse(settings=settings).catalog.load_table(name)
