@@ -9,8 +9,8 @@ from pathlib import Path
 
 from samples import ndjson, settlement
 from sanyi.cli import main
-from sanyi.ingest import discover, process_file
 from sanyi.storage import open_bucket
+from test_ingest import drop, run
 
 KEY = "insurance/settlements/2024-10-01/pre.ndjson"
 
@@ -44,9 +44,8 @@ def test_the_errors_printed_are_the_platforms_errors_file(settings, tmp_path) ->
     assert code == 1
     assert lines[-1] == "4 records, 1 valid, 3 would be rejected"
 
-    open_bucket(settings.landing_url).put(KEY, data)
-    (file_id,) = discover(settings)
-    process_file(settings, file_id)
+    drop(settings, KEY, data)
+    run(settings)
     errors_file = open_bucket(settings.receipts_url).read_bytes(KEY + ".errors.ndjson").decode()
     assert lines[:-1] == errors_file.splitlines()
     errors = [json.loads(line) for line in lines[:-1]]
