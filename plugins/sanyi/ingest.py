@@ -31,7 +31,7 @@ import uuid
 import zlib
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from functools import cache
@@ -1339,7 +1339,7 @@ class _ErrorLines:
 
     def add(self, line: int, errors: list[validation.RecordError]) -> None:
         for e in errors:
-            masked = replace(e, message=privacy.mask_resident_ids(e.message))
+            masked = validation.RecordError(e.path, e.rule, privacy.mask_resident_ids(e.message))
             # The JSON line is masked too: a path names a member the agency chose, which can be an id.
             self.fh.write(privacy.mask_resident_ids(validation.error_line(line, masked)) + "\n")
             self.count += 1
