@@ -231,10 +231,14 @@ def test_a_quarantined_pseudonym_is_never_masked_even_when_its_hex_looks_like_an
     assert beside == {"patient_id": pseudonym, "note": f"see {privacy.MASK}"}
 
 
-def test_a_failed_background_write_fails_the_load_and_leaves_no_data_file(settings, monkeypatch):
+@pytest.mark.parametrize("failing", ["second", "last"])
+def test_a_failed_background_write_fails_the_load_and_leaves_no_data_file(settings, monkeypatch, failing):
     # Data files are written on a background thread: its failure must reach the load (nothing committed,
-    # the row left pending with the error) and every file already written must be deleted.
+    # the row left pending with the error) and every file already written must be deleted. The last write
+    # runs while the commit looks for duplicates: its failure must stop the commit all the same.
     from pathlib import Path
+
+    import pyarrow.compute as pc
 
     from sanyi import ingest
 
@@ -242,13 +246,14 @@ def test_a_failed_background_write_fails_the_load_and_leaves_no_data_file(settin
     monkeypatch.setattr(ingest, "CHUNK_BYTES", 600)  # a line or two per chunk: several writes
     real, calls = ingest.write_data_files, []
 
-    def failing_second(*args, **kwargs):
+    def failing_write(table, data, **kwargs):
         calls.append(1)
-        if len(calls) == 2:
+        holds_last_line = pc.max(data.column("_line_no")).as_py() == 7
+        if (len(calls) == 2) if failing == "second" else holds_last_line:
             raise OSError("disk full (planted)")
-        return real(*args, **kwargs)
+        return real(table, data, **kwargs)
 
-    monkeypatch.setattr(ingest, "write_data_files", failing_second)
+    monkeypatch.setattr(ingest, "write_data_files", failing_write)
     drop(settings, SETTLE_KEY, ndjson([settlement(i) for i in range(1, 8)]))
     (file_id,) = discover(settings)
     with pytest.raises(OSError, match="planted"):
