@@ -1190,8 +1190,8 @@ class _AppendSink:
 
     Key inserts and data-file writes run on two background threads (DuckDB and Parquet release the GIL), so
     the loading thread goes on with the next chunk. The commit looks for duplicates as soon as the last keys
-    are in, while the last data file is still being written: on 2 cores that took a tenth of a second off a
-    load's tail, during which one core was mostly idle (measured, 1M lines).
+    are in, while the last data file is still being written (measured on 1M lines, 2 cores: the commit took
+    0.22-0.23 s instead of 0.26-0.28, in a tail where one core was mostly idle).
     """
 
     def __init__(self, settings: Settings, warehouse: Warehouse, ds: contracts.Dataset, work: Path) -> None:
