@@ -1540,8 +1540,10 @@ def _structural_suspects(plan: _Plan, data: bytes, lines: pa.Array, *, screen: b
     (Arrow ends a row there), a number a float64 may not hold exactly (16+ digits, an exponent), a line
     over the reference's record size limit, or every line when the plan does not model the dataset.
 
-    ``screen`` adds the lines :func:`_screened` finds, in the same regex pass: RE2's cost is per byte
-    scanned, nearly whatever the pattern, so one pass with both costs about what the screen alone costs."""
+    ``screen`` adds the lines :func:`_screened` finds, in the same regex pass, which costs about what the
+    screen alone costs (measured per byte of a 16 MiB chunk: the long-number pattern 0.65 ns, which RE2 skips
+    through from colon to colon; the screen 2.1 ns; both 2.2 ns). The screen is the pass's main cost: a
+    third of a CPU-second per million lines when a file has lines Arrow stops at."""
     n = len(lines)
     if not plan.supported:
         return _trues(n)
