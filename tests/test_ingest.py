@@ -244,17 +244,20 @@ def test_a_failed_background_write_fails_the_load_and_leaves_no_data_file(settin
 
     monkeypatch.setattr(ingest, "WRITE_ROWS", 2)
     monkeypatch.setattr(ingest, "CHUNK_BYTES", 600)  # a line or two per chunk: several writes
-    real, calls = ingest.write_data_files, []
+    real, calls, lines = ingest.write_data_files, [], 7
 
     def failing_write(table, data, **kwargs):
         calls.append(1)
-        holds_last_line = pc.max(data.column("_line_no")).as_py() == 7
-        if (len(calls) == 2) if failing == "second" else holds_last_line:
+        if failing == "second":
+            planted = len(calls) == 2
+        else:
+            planted = pc.max(data.column("_line_no")).as_py() == lines  # the write that holds the last line
+        if planted:
             raise OSError("disk full (planted)")
         return real(table, data, **kwargs)
 
     monkeypatch.setattr(ingest, "write_data_files", failing_write)
-    drop(settings, SETTLE_KEY, ndjson([settlement(i) for i in range(1, 8)]))
+    drop(settings, SETTLE_KEY, ndjson([settlement(i) for i in range(1, lines + 1)]))
     (file_id,) = discover(settings)
     with pytest.raises(OSError, match="planted"):
         process_file(settings, file_id)
