@@ -491,6 +491,9 @@ def run() -> dict[str, Any]:
     res["meets_targets"] = {
         "ratio_vs_jsonschema": min(res["ratio_vs_jsonschema"].values()) >= TARGETS["ratio_vs_jsonschema"],
         "ratio_vs_raw_parse": res["ratio_vs_raw_parse"]["ndjson"] >= TARGETS["ratio_vs_raw_parse"],
+        # The issue measured its raw-parse ceiling on one core; which parse the 0.4x is of is an open spec
+        # question, so both readings are kept (the one above, against Arrow's default threads, is the stricter).
+        "ratio_vs_raw_parse_1thread": res["ratio_vs_raw_parse"]["ndjson_vs_1thread"] >= TARGETS["ratio_vs_raw_parse"],
         "peak_rss_mib_5x": res["peak_rss_mib"][str(5 * n)] <= TARGETS["peak_rss_mib_5x"],
         "indicators_seconds_10x": res["indicators_seconds"][str(10 * n)] <= TARGETS["indicators_seconds_10x"],
     }
@@ -569,6 +572,11 @@ def table(res: dict[str, Any]) -> str:
         (f"indicators, {int(k):,}-line month", f"{v:.1f} s", "target 120 s at 10N")
         for k, v in res["indicators_seconds"].items()
     ]
+    met = res["meets_targets"]
+    missed = [name for name, ok in met.items() if not ok]
+    rows.append(
+        ("targets met", f"{len(met) - len(missed)} of {len(met)}", "missed: " + ", ".join(missed) if missed else "all")
+    )
     rows.append(("cores", str(res["cpu_count"]), f"load average {res['load_average_at_start']}"))
     width = max(len(r[0]) for r in rows)
     return "\n".join(f"{a:<{width}}  {b:>18}  {c}" for a, b, c in rows)
