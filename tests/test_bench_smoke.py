@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.bench.run import HISTORY_KEYS, record_history, table
+
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = {
     "ingest_ndjson_rps",
@@ -79,6 +81,16 @@ def test_bench_runs_small_and_writes_comparable_results(tmp_path):
     assert met["ratio_vs_raw_parse"] == (ratios["ndjson"] >= 0.4)
     assert met["ratio_vs_raw_parse_1thread"] == (ratios["ndjson_vs_1thread"] >= 0.4)
     assert f"{sum(met.values())} of {len(met)}" in proc.stdout
+    # Each run is kept in the history, whose first line this is.
+    history = (tmp_path / "home" / "bench" / "history.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in history] == [{k: res[k] for k in HISTORY_KEYS}]
+    assert res["previous_run"] is None and "previous run" not in proc.stdout
+    if (ROOT / ".git").exists():
+        assert res["commit"] and res["commit"] in history[0]
+    # A later run of the same size is printed next to this one.
+    earlier = {**json.loads(history[0]), "ingest_ndjson_rps": res["ingest_ndjson_rps"] / 2}
+    row = next(r for r in table({**res, "previous_run": earlier}).splitlines() if r.startswith("previous run"))
+    assert f"{earlier['started_at']} at {res['commit']}: NDJSON ingest now x2.00" in row
     # The generated files are removed (they are large at full size).
     assert not (tmp_path / "home" / "bench" / "work").exists()
 
@@ -97,3 +109,22 @@ def test_a_bench_child_reports_its_own_peak_memory_not_its_parents():
     )
     assert proc.returncode == 0, proc.stderr
     assert float(proc.stdout) < 300 < len(ballast) >> 20
+
+
+def _run(lines: int, started_at: str, rps: float) -> dict:
+    return {"lines": lines, "started_at": started_at, "ingest_ndjson_rps": rps, "commit": "abc"}
+
+
+def test_history_keeps_every_run_and_finds_the_last_of_the_same_size(tmp_path):
+    assert record_history(tmp_path, _run(1000, "a", 1.0)) is None
+    assert record_history(tmp_path, _run(500, "b", 2.0)) is None  # another size is no comparison
+    assert record_history(tmp_path, _run(1000, "c", 3.0))["started_at"] == "a"
+    # A line cut short by a killed run is passed over; the runs around it still count.
+    with (tmp_path / "history.jsonl").open("a") as fh:
+        fh.write('{"lines": 1000, "started_at": "d", "ingest_nd\n')
+    previous = record_history(tmp_path, _run(1000, "e", 4.0))
+    assert previous["started_at"] == "c" and previous["ingest_ndjson_rps"] == 3.0
+    lines = (tmp_path / "history.jsonl").read_text().splitlines()
+    assert len(lines) == 5 and json.loads(lines[-1])["started_at"] == "e"
+    assert set(json.loads(lines[-1])) == set(HISTORY_KEYS)
+

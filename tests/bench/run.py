@@ -41,6 +41,24 @@ JSONSCHEMA_SAMPLE = 20_000  # lines validated record by record (the rate is per 
 # Every rate is the best of a few runs (the raw parses' of three, cheap; the others' of two), so that a busy
 # moment of a shared machine does not decide a ratio; each run's time is kept in results.json.
 RUNS = 2
+# What each run appends to history.jsonl: the issue's keys, and what tells runs apart.
+HISTORY_KEYS = (
+    "started_at",
+    "commit",
+    "lines",
+    "cpu_count",
+    "ingest_ndjson_rps",
+    "ingest_csv_rps",
+    "jsonschema_ndjson_rps",
+    "raw_parse_ndjson_rps",
+    "raw_parse_ndjson_1thread_rps",
+    "raw_parse_csv_rps",
+    "ratio_vs_jsonschema",
+    "ratio_vs_raw_parse",
+    "peak_rss_mib",
+    "indicators_seconds",
+    "meets_targets",
+)
 TARGETS = {
     "ratio_vs_jsonschema": 25.0,
     "ratio_vs_raw_parse": 0.4,
@@ -497,9 +515,45 @@ def run() -> dict[str, Any]:
         "peak_rss_mib_5x": res["peak_rss_mib"][str(5 * n)] <= TARGETS["peak_rss_mib_5x"],
         "indicators_seconds_10x": res["indicators_seconds"][str(10 * n)] <= TARGETS["indicators_seconds_10x"],
     }
+    res["commit"] = _commit()
     out_dir.mkdir(parents=True, exist_ok=True)
+    res["previous_run"] = record_history(out_dir, res)
     (out_dir / "results.json").write_text(json.dumps(res, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return res
+
+
+def _commit() -> str | None:
+    """The code measured: the checkout's commit (``-dirty`` when it has changes), or None outside git."""
+    try:
+        proc = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--abbrev=12"],
+            cwd=Path(__file__).parents[2],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout.strip() or None if proc.returncode == 0 else None
+
+
+def record_history(out_dir: Path, res: dict[str, Any]) -> dict[str, Any] | None:
+    """Append this run's headline figures to ``history.jsonl`` (results.json keeps only the last run) and
+    return the latest earlier run of the same size, or None. A line that does not parse (a run killed while
+    writing it) is skipped, not fatal: the history is a record, not an input."""
+    path = out_dir / "history.jsonl"
+    previous = None
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict) and entry.get("lines") == res["lines"]:
+                previous = entry
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps({k: res.get(k) for k in HISTORY_KEYS}, sort_keys=True) + "\n")
+    return previous
 
 
 def table(res: dict[str, Any]) -> str:
@@ -572,6 +626,17 @@ def table(res: dict[str, Any]) -> str:
         (f"indicators, {int(k):,}-line month", f"{v:.1f} s", "target 120 s at 10N")
         for k, v in res["indicators_seconds"].items()
     ]
+    prev = res.get("previous_run")
+    if prev:
+        change = res["ingest_ndjson_rps"] / prev["ingest_ndjson_rps"]
+        rows.append(
+            (
+                "previous run, same size",
+                f"{prev['ingest_ndjson_rps']:,.0f} rec/s",
+                f"{prev['started_at']} at {prev['commit']}: NDJSON ingest now x{change:.2f}, ratio vs raw parse "
+                f"then {prev['ratio_vs_raw_parse']['ndjson']:.2f}x (all runs: history.jsonl)",
+            )
+        )
     met = res["meets_targets"]
     missed = [name for name, ok in met.items() if not ok]
     rows.append(
