@@ -112,19 +112,20 @@ def test_a_bench_child_reports_its_own_peak_memory_not_its_parents():
 
 
 def _run(lines: int, started_at: str, rps: float) -> dict:
-    return {"lines": lines, "started_at": started_at, "ingest_ndjson_rps": rps, "commit": "abc"}
+    return {**dict.fromkeys(HISTORY_KEYS), "lines": lines, "started_at": started_at, "ingest_ndjson_rps": rps}
 
 
 def test_history_keeps_every_run_and_finds_the_last_of_the_same_size(tmp_path):
     assert record_history(tmp_path, _run(1000, "a", 1.0)) is None
     assert record_history(tmp_path, _run(500, "b", 2.0)) is None  # another size is no comparison
     assert record_history(tmp_path, _run(1000, "c", 3.0))["started_at"] == "a"
-    # A line cut short by a killed run is passed over; the runs around it still count.
+    # A line cut short by a killed run, or one without the keys, is passed over; the runs around it count.
     with (tmp_path / "history.jsonl").open("a") as fh:
         fh.write('{"lines": 1000, "started_at": "d", "ingest_nd\n')
+        fh.write('{"lines": 1000, "started_at": "hand-written"}\n')
     previous = record_history(tmp_path, _run(1000, "e", 4.0))
     assert previous["started_at"] == "c" and previous["ingest_ndjson_rps"] == 3.0
     lines = (tmp_path / "history.jsonl").read_text().splitlines()
-    assert len(lines) == 5 and json.loads(lines[-1])["started_at"] == "e"
+    assert len(lines) == 6 and json.loads(lines[-1])["started_at"] == "e"
     assert set(json.loads(lines[-1])) == set(HISTORY_KEYS)
 

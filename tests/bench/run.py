@@ -534,13 +534,15 @@ def _commit() -> str | None:
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return proc.stdout.strip() or None if proc.returncode == 0 else None
+    if proc.returncode != 0:
+        return None
+    return proc.stdout.strip() or None
 
 
 def record_history(out_dir: Path, res: dict[str, Any]) -> dict[str, Any] | None:
     """Append this run's headline figures to ``history.jsonl`` (results.json keeps only the last run) and
-    return the latest earlier run of the same size, or None. A line that does not parse (a run killed while
-    writing it) is skipped, not fatal: the history is a record, not an input."""
+    return the latest earlier run of the same size, or None. A line that does not parse or lacks a key (a run
+    killed while writing it, a hand edit) is skipped, not fatal: the history is a record, not an input."""
     path = out_dir / "history.jsonl"
     previous = None
     if path.exists():
@@ -549,7 +551,7 @@ def record_history(out_dir: Path, res: dict[str, Any]) -> dict[str, Any] | None:
                 entry = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(entry, dict) and entry.get("lines") == res["lines"]:
+            if isinstance(entry, dict) and set(HISTORY_KEYS) <= set(entry) and entry["lines"] == res["lines"]:
                 previous = entry
     with path.open("a", encoding="utf-8") as fh:
         fh.write(json.dumps({k: res.get(k) for k in HISTORY_KEYS}, sort_keys=True) + "\n")
