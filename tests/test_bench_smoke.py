@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.bench.run import HISTORY_KEYS, record_history, table
+from tests.bench.run import HISTORY_KEYS, cpu_model, record_history, table
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = {
@@ -85,6 +85,7 @@ def test_bench_runs_small_and_writes_comparable_results(tmp_path):
     history = (tmp_path / "home" / "bench" / "history.jsonl").read_text().splitlines()
     assert [json.loads(line) for line in history] == [{k: res[k] for k in HISTORY_KEYS}]
     assert res["previous_run"] is None and "previous run" not in proc.stdout
+    assert res["cpu_model"] == cpu_model() and f"{res['cpu_model']}; load average" in proc.stdout
     if (ROOT / ".git").exists():
         assert res["commit"] and res["commit"] in history[0]
     # A later run of the same size is printed next to this one.
@@ -111,21 +112,31 @@ def test_a_bench_child_reports_its_own_peak_memory_not_its_parents():
     assert float(proc.stdout) < 300 < len(ballast) >> 20
 
 
-def _run(lines: int, started_at: str, rps: float) -> dict:
-    return {**dict.fromkeys(HISTORY_KEYS), "lines": lines, "started_at": started_at, "ingest_ndjson_rps": rps}
+def _run(lines: int, started_at: str, rps: float, cpu: str = "cpu-a") -> dict:
+    return {
+        **dict.fromkeys(HISTORY_KEYS),
+        "lines": lines,
+        "started_at": started_at,
+        "ingest_ndjson_rps": rps,
+        "cpu_model": cpu,
+    }
 
 
-def test_history_keeps_every_run_and_finds_the_last_of_the_same_size(tmp_path):
+def test_history_keeps_every_run_and_finds_the_last_of_the_same_size_and_cpu(tmp_path):
     assert record_history(tmp_path, _run(1000, "a", 1.0)) is None
     assert record_history(tmp_path, _run(500, "b", 2.0)) is None  # another size is no comparison
     assert record_history(tmp_path, _run(1000, "c", 3.0))["started_at"] == "a"
+    # Nor is another CPU: the first run on it has no previous one, and is not the others' previous run.
+    assert record_history(tmp_path, _run(1000, "other", 9.0, cpu="cpu-b")) is None
     # A line cut short by a killed run, or one without the keys, is passed over; the runs around it count.
     with (tmp_path / "history.jsonl").open("a") as fh:
         fh.write('{"lines": 1000, "started_at": "d", "ingest_nd\n')
         fh.write('{"lines": 1000, "started_at": "hand-written"}\n')
+        old = {k: v for k, v in _run(1000, "before-cpu-models", 5.0).items() if k != "cpu_model"}
+        fh.write(json.dumps(old) + "\n")
     previous = record_history(tmp_path, _run(1000, "e", 4.0))
     assert previous["started_at"] == "c" and previous["ingest_ndjson_rps"] == 3.0
     lines = (tmp_path / "history.jsonl").read_text().splitlines()
-    assert len(lines) == 6 and json.loads(lines[-1])["started_at"] == "e"
+    assert len(lines) == 8 and json.loads(lines[-1])["started_at"] == "e"
     assert set(json.loads(lines[-1])) == set(HISTORY_KEYS)
 
