@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.bench.run import HISTORY_KEYS, cpu_model, record_history, table
+from tests.bench.run import HISTORY_KEYS, THREAD_ROLES, _cpu_by_thread, cpu_model, record_history, table
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = {
@@ -53,7 +53,11 @@ def test_bench_runs_small_and_writes_comparable_results(tmp_path):
         assert 0 < run["rejected"] < lines * 0.05
         assert 0 < run["process_cpu_seconds"] and run["cores_busy"] == run["process_cpu_seconds"] / run[
             "process_seconds"]
-    assert "ingest ndjson CPU" in proc.stdout
+        # Its CPU by thread adds up to it: the roles' own threads, and the rest as "other threads".
+        by_thread = run["cpu_seconds_by_thread"]
+        assert set(by_thread) <= {*THREAD_ROLES.values(), "other threads"} and "loading thread" in by_thread
+        assert min(by_thread.values()) >= 0 and sum(by_thread.values()) >= run["process_cpu_seconds"] - 1e-9
+    assert "ingest ndjson CPU" in proc.stdout and "; loading thread " in proc.stdout
     assert res["ingest"]["ndjson_5x"]["read"] == 5 * lines
     assert len(res["ingest"]["ndjson"]["process_seconds_runs"]) == 2
     assert res["ingest"]["ndjson"]["process_seconds"] == min(res["ingest"]["ndjson"]["process_seconds_runs"])
@@ -140,3 +144,17 @@ def test_history_keeps_every_run_and_finds_the_last_of_the_same_size_and_cpu(tmp
     assert len(lines) == 8 and json.loads(lines[-1])["started_at"] == "e"
     assert set(json.loads(lines[-1])) == set(HISTORY_KEYS)
 
+
+def test_ingest_cpu_is_split_by_what_each_thread_does():
+    before = {1: ("MainThread", 10.0), 2: ("sanyi-validate_0", 0.5)}
+    after = {
+        1: ("MainThread", 11.5),  # 1.5 s during the load, not its 10 s before it
+        2: ("sanyi-validate_0", 2.0),
+        3: ("sanyi-validate_1", 1.5),  # started during the load
+        4: ("sanyi-parse_0", 1.0),
+        5: ("unrelated", 9.0),  # no role: part of the rest
+    }
+    split = _cpu_by_thread(before, after, total=7.0)
+    assert split == {"validation": 3.0, "loading thread": 1.5, "Arrow parse": 1.0, "other threads": 1.5}
+    assert list(split)[-1] == "other threads" and list(split)[:3] == ["validation", "loading thread", "Arrow parse"]
+    assert _cpu_by_thread({}, {}, total=7.0) == {}  # no /proc: no split rather than a wrong one

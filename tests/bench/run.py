@@ -6,7 +6,9 @@ Sizes scale with ``BENCH_LINES`` (default 1,000,000 = N):
   validate, pseudonymise, write, commit, quarantine, receipt) for an N-line settlements NDJSON and an
   N-line trace-events CSV (1 % invalid records each), next to record-by-record ``jsonschema`` (Sanyi's
   reference validator, and the bare ``jsonschema`` package) and a raw Arrow parse of the same files;
-  and for an N/10-line NDJSON whose every line is rejected (an unknown member on each);
+  and for an N/10-line NDJSON whose every line is rejected (an unknown member on each); with each ingest's
+  CPU-seconds split by what its threads do (validation, Arrow parse, the loading thread, the rest), so that
+  what limits the rate shows in every run;
 - the ingest's floor: the CPU-seconds of the work any ingest of the NDJSON file does, checks left out
   (hash, parse, pseudonyms, Parquet write; :func:`child_floor`), spread over every core — the best rate,
   and ratio to the raw parse, that any ingest with these parts could reach;
@@ -147,12 +149,15 @@ def child_ingest(fmt: str, path: str, work: str) -> dict[str, Any]:
     t0 = time.perf_counter()
     (file_id,) = discover(settings)
     t1 = time.perf_counter()
+    threads0 = _thread_cpu()
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     receipt = process_file(settings, file_id)
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    threads1 = _thread_cpu()
     t2 = time.perf_counter()
     cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     return {
+        "cpu_seconds_by_thread": _cpu_by_thread(threads0, threads1, cpu),
         "discover_seconds": t1 - t0,
         "process_seconds": t2 - t1,
         # What limits the rate: CPU-seconds of all the process's threads, and how many cores that kept busy.
@@ -165,6 +170,51 @@ def child_ingest(fmt: str, path: str, work: str) -> dict[str, Any]:
         "status": receipt.status,
         "peak_rss_mib": _peak_rss_mib(),
     }
+
+
+# What each of the ingest's threads does, for the CPU breakdown (threads named by ``sanyi.ingest`` and
+# ``sanyi.fastpath``; the loading thread is the one that called ``process_file``).
+THREAD_ROLES = {
+    "MainThread": "loading thread",  # pseudonyms, errors file, quarantine rows, commits
+    "sanyi-validate": "validation",  # screen, checks, the exact errors of rejected lines
+    "sanyi-parse": "Arrow parse",
+    "sanyi-csv": "CSV batches",
+}
+
+
+def _thread_cpu() -> dict[int, tuple[str, float]]:
+    """CPU-seconds so far of each live Python thread of this process, by native id, with its name; empty
+    where ``/proc`` does not give them (not Linux)."""
+    import threading
+
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    out = {}
+    for thread in threading.enumerate():
+        try:
+            with open(f"/proc/self/task/{thread.native_id}/stat", encoding="ascii") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        out[thread.native_id] = (thread.name, (int(fields[11]) + int(fields[12])) / tick)  # utime, stime
+    return out
+
+
+def _cpu_by_thread(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], total: float
+) -> dict[str, float]:
+    """CPU-seconds spent between ``before`` and ``after`` by role (:data:`THREAD_ROLES`, by name prefix);
+    "other threads" is the rest of ``total``: the threads that ended (file read and SHA-256, key index,
+    Parquet writes) and the native ones (Arrow's, DuckDB's)."""
+    if not after:
+        return {}
+    out: dict[str, float] = {}
+    for tid, (name, cpu) in after.items():
+        role = next((r for prefix, r in THREAD_ROLES.items() if name.startswith(prefix)), None)
+        if role is not None:
+            out[role] = out.get(role, 0.0) + cpu - before.get(tid, (name, 0.0))[1]
+    out = dict(sorted(out.items(), key=lambda kv: -kv[1]))
+    out["other threads"] = max(total - sum(out.values()), 0.0)
+    return out
 
 
 def child_indicators(sizes: str) -> dict[str, Any]:
@@ -639,7 +689,11 @@ def table(res: dict[str, Any]) -> str:
         (
             f"ingest {fmt} CPU",
             f"{res['ingest'][fmt]['process_cpu_seconds']:.1f} CPU-s",
-            f"{res['ingest'][fmt]['cores_busy']:.2f} of {res['cpu_count']} cores busy",
+            f"{res['ingest'][fmt]['cores_busy']:.2f} of {res['cpu_count']} cores busy"
+            + "".join(
+                f"{'; ' if i == 0 else ', '}{role} {cpu:.1f}"
+                for i, (role, cpu) in enumerate(res["ingest"][fmt].get("cpu_seconds_by_thread", {}).items())
+            ),
         )
         for fmt in ("ndjson", "csv")
     ]
