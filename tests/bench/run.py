@@ -33,6 +33,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -185,8 +186,6 @@ THREAD_ROLES = {
 def _thread_cpu() -> dict[int, tuple[str, float]]:
     """CPU-seconds so far of each live Python thread of this process, by native id, with its name; empty
     where ``/proc`` does not give them (not Linux)."""
-    import threading
-
     tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
     out = {}
     for thread in threading.enumerate():
@@ -690,10 +689,7 @@ def table(res: dict[str, Any]) -> str:
             f"ingest {fmt} CPU",
             f"{res['ingest'][fmt]['process_cpu_seconds']:.1f} CPU-s",
             f"{res['ingest'][fmt]['cores_busy']:.2f} of {res['cpu_count']} cores busy"
-            + "".join(
-                f"{'; ' if i == 0 else ', '}{role} {cpu:.1f}"
-                for i, (role, cpu) in enumerate(res["ingest"][fmt].get("cpu_seconds_by_thread", {}).items())
-            ),
+            + _split_text(res["ingest"][fmt].get("cpu_seconds_by_thread", {})),
         )
         for fmt in ("ndjson", "csv")
     ]
@@ -731,6 +727,10 @@ def table(res: dict[str, Any]) -> str:
     )
     width = max(len(r[0]) for r in rows)
     return "\n".join(f"{a:<{width}}  {b:>18}  {c}" for a, b, c in rows)
+
+
+def _split_text(split: dict[str, float]) -> str:
+    return "; " + ", ".join(f"{role} {cpu:.1f}" for role, cpu in split.items()) if split else ""
 
 
 def main(argv: list[str]) -> int:
