@@ -268,27 +268,6 @@ def test_a_failed_background_write_fails_the_load_and_leaves_no_data_file(settin
     assert not list(Path(settings.warehouse_url).rglob("*.parquet"))
 
 
-@pytest.mark.parametrize("key", [b"k", b"platform-key", b"k" * 64, b"k" * 65, bytes(range(200))])
-def test_chunk_pseudonyms_from_duckdb_are_the_pseudonymise_hmac(settings, key):
-    # The loader hashes in DuckDB (sql/ingest/pseudonyms.sql); the warehouse must hold exactly the pseudonyms
-    # privacy.pseudonymise gives (which the seed's report and other agencies' files rely on), for every key
-    # length (padded or hashed first), non-ASCII text, repeated ids, nulls and chunked input.
-    import pyarrow as pa
-
-    from sanyi import privacy
-    from sanyi.ingest import _Pseudonyms
-
-    ids = [resident_id(1), resident_id(2), None, resident_id(1), "身份证" + resident_id(3), ""]
-    pseudonyms = _Pseudonyms(settings, key)
-    try:
-        got = pseudonyms(pa.chunked_array([ids[:2], ids[2:]], pa.string())).to_pylist()
-        assert pseudonyms(pa.array([], pa.string())).to_pylist() == []
-    finally:
-        pseudonyms.close()
-    expected = [None if v is None else hmac.new(key, v.encode(), hashlib.sha256).hexdigest() for v in ids]
-    assert got == expected == [None if v is None else privacy.pseudonymise(key, v) for v in ids]
-
-
 def test_loads_take_arrow_memory_from_jemalloc_unless_the_operator_chose_a_pool(settings, monkeypatch):
     # mimalloc's fresh 2 MiB huge pages, zeroed by the kernel, cost 8 % of a load's CPU (11 % for CSV).
     import pyarrow as pa

@@ -1052,46 +1052,14 @@ def _judge_parsed(ds: contracts.Dataset, parsed: list[Parsed]) -> fastpath.Chunk
     return result
 
 
-class _Pseudonyms:
-    """``patient_id`` pseudonymised (:func:`sanyi.privacy.pseudonymise`) by DuckDB (``pseudonyms.sql``),
-    which hashes without holding the GIL, so the threads validating the next chunks go on meanwhile.
-
-    Each distinct id of a chunk is hashed once; nothing is kept between chunks (a cache lookup costs about
-    what a hash costs, measured, and no table of ids and pseudonyms stays in memory)."""
-
-    def __init__(self, settings: Settings, key: bytes) -> None:
-        inner, outer = privacy.hmac_pads(key)
-        self.params = {"inner_pad": inner, "outer_pad": outer}
-        self.sql = _sql(settings, "pseudonyms.sql")
-        self.conn: Any = None  # connected at the first chunk with ids
-
-    def __call__(self, ids: pa.ChunkedArray | pa.Array) -> pa.Array:
-        if self.conn is None:
-            import duckdb
-
-            self.conn = duckdb.connect(config={"threads": 1})  # one core: the other validates
-        encoded = pc.dictionary_encode(ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids)
-        self.conn.register("ids", pa.table({"id": encoded.dictionary}))
-        try:
-            hashed = self.conn.sql(self.sql, params=self.params).to_arrow_table().column(0).combine_chunks()
-        finally:
-            self.conn.unregister("ids")
-        return pc.take(hashed.cast(pa.string()), encoded.indices)
-
-    def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
-
-
 def _finish_rows(
-    ds: contracts.Dataset, good: pa.Table, row: FileRow, drop: DropPath, pseudonyms: _Pseudonyms
+    ds: contracts.Dataset, good: pa.Table, row: FileRow, drop: DropPath, key: bytes
 ) -> pa.Table:
     """A chunk's good rows as warehouse rows: pseudonyms, and the ``_`` metadata columns."""
     n = good.num_rows
     cols: dict[str, pa.Array] = {name: good.column(name).combine_chunks() for name in good.column_names}
     if "patient_id" in cols:
-        cols["patient_id"] = pseudonyms(cols["patient_id"])
+        cols["patient_id"] = privacy.pseudonymise_array(key, cols["patient_id"])
     cols["_business_date"] = pa.repeat(pa.scalar(drop.business_date, pa.date32()), n)
     cols["_arrived_at"] = pa.repeat(pa.scalar(row.arrived_at, pa.timestamp("us", tz="UTC")), n)
     cols["_source_file"] = pa.repeat(pa.scalar(row.key, pa.string()), n)
@@ -1546,7 +1514,6 @@ def _load(settings: Settings, row: FileRow, drop: DropPath, ds: contracts.Datase
     if found is None:  # else committed before a crash: read again for the receipt, write nothing
         sink = _AppendSink(settings, warehouse, ds, work) if ds.mode == "append" else _UpsertSink(ds)
     appender = sink if isinstance(sink, _AppendSink) else None
-    pseudonyms = _Pseudonyms(settings, key)
     file_records: list[Any] | None = [] if ds.file_rules else None
     try:
         # Chunk k+1 is read and validated on a worker thread while chunk k is written (Arrow and Parquet
@@ -1559,7 +1526,7 @@ def _load(settings: Settings, row: FileRow, drop: DropPath, ds: contracts.Datase
             if file_records is not None and result.records:
                 file_records.extend(result.records)
             if sink is not None and result.good.num_rows:
-                sink.add(_finish_rows(ds, result.good, row, drop, pseudonyms))
+                sink.add(_finish_rows(ds, result.good, row, drop, key))
         errors.close()
         quarantine.close()
         out.rejected = quarantine.count
@@ -1593,6 +1560,5 @@ def _load(settings: Settings, row: FileRow, drop: DropPath, ds: contracts.Datase
     finally:
         errors.close()
         quarantine.close()
-        pseudonyms.close()
         if appender is not None:
             appender.close()

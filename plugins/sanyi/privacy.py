@@ -15,7 +15,10 @@ import functools
 import hashlib
 import operator
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 MASK = "[resident-id]"
 
@@ -122,6 +125,40 @@ def pseudonymise(key: bytes, resident_id: str) -> str:
     return result.hexdigest()
 
 
+def pseudonymise_array(key: bytes, ids: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """:func:`pseudonymise` of every id of an Arrow string array at once (nulls stay null): the loader's
+    pseudonyms for a chunk.
+
+    Each distinct id is hashed once, by OpenSSL in the C extension ``sanyi._hmac``, which lets go of the
+    GIL while it hashes, so the threads validating the next chunks go on meanwhile (0.2 us an id, against
+    1.0 us for DuckDB's software SHA-256, the way before). Agreement with :func:`pseudonymise` is tested
+    on every key length, non-ASCII, empty and long ids, nulls and sliced input (tests/test_privacy.py).
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        from sanyi import _hmac
+    except ImportError as exc:  # a source tree used without `pip install`, which compiles it
+        raise ImportError(
+            "sanyi's C extension sanyi._hmac is not built: install the package (`make venv`, or "
+            "`pip install -e .`, with a C compiler and OpenSSL's headers)"
+        ) from exc
+    if isinstance(ids, pa.ChunkedArray):
+        ids = ids.combine_chunks() if ids.num_chunks else pa.array([], ids.type)
+    if not (pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type)):
+        raise TypeError(f"pseudonymise_array takes resident ids as strings, not {ids.type}")
+    encoded = pc.dictionary_encode(ids)  # the distinct ids, without nulls; the indices keep the nulls
+    distinct = encoded.dictionary.cast(pa.string())  # int32 offsets, as the extension reads them
+    inner, outer = hmac_pads(key)
+    _, offsets, data = distinct.buffers()
+    if offsets is None:  # an empty array may come without buffers
+        offsets = data = pa.py_buffer(bytes(4))
+    new_offsets, hex_digits = _hmac.hmac_sha256_hex(inner, outer, offsets, data or b"", distinct.offset, len(distinct))
+    hashed = pa.StringArray.from_buffers(len(distinct), pa.py_buffer(new_offsets), pa.py_buffer(hex_digits))
+    return pc.take(hashed, encoded.indices)
+
+
 @functools.lru_cache(maxsize=4)
 def _pad_states(key: bytes) -> tuple[Any, Any]:
     # SHA-256 already fed each pad, copied per id: two compressions per id instead of four (1.3 -> 0.5 us).
@@ -134,8 +171,7 @@ def _pad_states(key: bytes) -> tuple[Any, Any]:
 
 def hmac_pads(key: bytes) -> tuple[bytes, bytes]:
     """The inner and outer pads of HMAC-SHA256 (RFC 2104) for ``key``: ``SHA-256(outer + SHA-256(inner + id))``
-    is the HMAC, computed so by :func:`pseudonymise` and by the loader's SQL for a chunk's ids
-    (``sql/ingest/pseudonyms.sql``)."""
+    is the HMAC, computed so by :func:`pseudonymise` and, for a chunk's ids, by :func:`pseudonymise_array`."""
     key = _checked_key(key)
     block = key if len(key) <= 64 else hashlib.sha256(key).digest()
     block = int.from_bytes(block.ljust(64, b"\0"))  # XOR of the whole block at once: µs, not 20 µs

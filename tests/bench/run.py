@@ -258,7 +258,7 @@ def child_floor(path: str, home: str) -> dict[str, Any]:
 
     - the file's SHA-256 (a drop's identity in the ledger: replays and duplicates are found by it);
     - Arrow's parse, in the ingest's pieces (``fastpath.PIECE_BYTES`` of whole lines);
-    - the pseudonyms, with the ingest's own ``_Pseudonyms``, once per NDJSON chunk's worth of pieces
+    - the pseudonyms, with the ingest's own ``privacy.pseudonymise_array``, once per NDJSON chunk's worth of pieces
       (``ingest.chunk_bytes``: each distinct id of a chunk hashed once);
     - the Parquet write of the rows the ingest loaded into ``home`` (read back first, not timed), with the
       warehouse's own writer (``write_data_files``: the files are written, never committed).
@@ -271,7 +271,7 @@ def child_floor(path: str, home: str) -> dict[str, Any]:
 
     import pyarrow as pa
 
-    from sanyi import contracts, fastpath, ingest
+    from sanyi import contracts, fastpath, ingest, privacy
     from sanyi.config import Settings
     from sanyi.warehouse import Warehouse, write_data_files
 
@@ -290,12 +290,12 @@ def child_floor(path: str, home: str) -> dict[str, Any]:
         return result
 
     sha = hashlib.sha256()
-    pseudonyms = ingest._Pseudonyms(settings, settings.require_key())
+    key = settings.require_key()
     ids: list[pa.Array] = []  # the patient ids of the pieces since the last NDJSON chunk's worth
 
     def pseudonymise() -> None:
         if ids:
-            timed("pseudonyms", pseudonyms, pa.chunked_array(ids))
+            timed("pseudonyms", privacy.pseudonymise_array, key, pa.chunked_array(ids))
             ids.clear()
 
     lines = pending = 0
@@ -309,7 +309,6 @@ def child_floor(path: str, home: str) -> dict[str, Any]:
             pseudonymise()
             pending = 0
     pseudonymise()
-    pseudonyms.close()
     timed("sha256", sha.hexdigest)
     table = warehouse.catalog.load_table(ds.table_name)
     timed("parquet_write", lambda: write_data_files(table, loaded, write_uuid=uuid.uuid4(), counter=itertools.count()))
