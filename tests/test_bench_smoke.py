@@ -9,7 +9,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.bench.run import HISTORY_KEYS, THREAD_ROLES, _cpu_by_thread, cpu_model, record_history, table
+from tests.bench.run import (
+    HISTORY_KEYS,
+    THREAD_ROLES,
+    _cpu_by_thread,
+    _ThreadCpuSampler,
+    cpu_model,
+    record_history,
+    table,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = {
@@ -153,8 +161,38 @@ def test_ingest_cpu_is_split_by_what_each_thread_does():
         3: ("sanyi-validate_1", 1.5),  # started during the load
         4: ("sanyi-parse_0", 1.0),
         5: ("unrelated", 9.0),  # no role: part of the rest
+        6: ("ThreadPoolExecutor-0_0", 0.5),  # pyiceberg's pool
+        7: ("sanyi-write_0", 0.25),
     }
-    split = _cpu_by_thread(before, after, total=7.0)
-    assert split == {"validation": 3.0, "loading thread": 1.5, "Arrow parse": 1.0, "other threads": 1.5}
+    split = _cpu_by_thread(before, after, total=8.0)
+    assert split == {
+        "validation": 3.0,
+        "loading thread": 1.5,
+        "Arrow parse": 1.0,
+        "Parquet writes": 0.75,
+        "other threads": 1.75,
+    }
     assert list(split)[-1] == "other threads" and list(split)[:3] == ["validation", "loading thread", "Arrow parse"]
     assert _cpu_by_thread({}, {}, total=7.0) == {}  # no /proc: no split rather than a wrong one
+
+
+def test_the_sampler_keeps_the_cpu_of_threads_that_ended_during_the_load():
+    # The file read and the writers end before the load returns: read only at the end, their CPU was lost
+    # in "other threads".
+    import threading
+    import time
+
+    def burn() -> None:
+        end = time.thread_time() + 0.3
+        while time.thread_time() < end:
+            pass
+
+    with _ThreadCpuSampler() as readings:
+        worker = threading.Thread(target=burn, name="sanyi-load-read")
+        worker.start()
+        worker.join()
+        tid = worker.native_id
+        time.sleep(0.02)  # it has ended: no reading can see it any more
+    name, cpu = readings[tid]
+    assert name == "sanyi-load-read" and cpu >= 0.15
+    assert _cpu_by_thread({}, readings, total=cpu)["file read"] == cpu

@@ -152,9 +152,9 @@ def child_ingest(fmt: str, path: str, work: str) -> dict[str, Any]:
     t1 = time.perf_counter()
     threads0 = _thread_cpu()
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
-    receipt = process_file(settings, file_id)
+    with _ThreadCpuSampler() as threads1:
+        receipt = process_file(settings, file_id)
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
-    threads1 = _thread_cpu()
     t2 = time.perf_counter()
     cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     return {
@@ -173,14 +173,45 @@ def child_ingest(fmt: str, path: str, work: str) -> dict[str, Any]:
     }
 
 
-# What each of the ingest's threads does, for the CPU breakdown (threads named by ``sanyi.ingest`` and
-# ``sanyi.fastpath``; the loading thread is the one that called ``process_file``).
+# What each of the ingest's threads does, for the CPU breakdown, by thread-name prefix (threads named by
+# ``sanyi.ingest`` and ``sanyi.fastpath``; the loading thread is the one that called ``process_file``; the
+# pool without a name is pyiceberg's, which writes the Parquet files).
 THREAD_ROLES = {
     "MainThread": "loading thread",  # pseudonyms, errors file, quarantine rows, commits
     "sanyi-validate": "validation",  # screen, checks, the exact errors of rejected lines
     "sanyi-parse": "Arrow parse",
     "sanyi-csv": "CSV batches",
+    "sanyi-load-read": "file read",  # the read, its SHA-256, the chunks' lines
+    "sanyi-keys": "duplicate keys",
+    "sanyi-write": "Parquet writes",  # hands the files to pyiceberg's pool
+    "ThreadPoolExecutor": "Parquet writes",
 }
+# How often the threads' CPU is read during a load: a thread that ends (the file read, the writers) keeps
+# the CPU of its last reading; what it spent after that (under this interval's worth) is "other threads".
+SAMPLE_SECONDS = 0.05
+
+
+class _ThreadCpuSampler:
+    """The CPU of every Python thread of this process, read every :data:`SAMPLE_SECONDS` while the block
+    runs and once at its end: the last reading of each thread, ended ones included (see :func:`_thread_cpu`)."""
+
+    def __init__(self) -> None:
+        self.readings: dict[int, tuple[str, float]] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="bench-sampler", daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.wait(SAMPLE_SECONDS):
+            self.readings.update(_thread_cpu())
+
+    def __enter__(self) -> dict[int, tuple[str, float]]:
+        self.thread.start()
+        return self.readings
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.readings.update(_thread_cpu())
 
 
 def _thread_cpu() -> dict[int, tuple[str, float]]:
@@ -202,8 +233,8 @@ def _cpu_by_thread(
     before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], total: float
 ) -> dict[str, float]:
     """CPU-seconds spent between ``before`` and ``after`` by role (:data:`THREAD_ROLES`, by name prefix);
-    "other threads" is the rest of ``total``: the threads that ended (file read and SHA-256, key index,
-    Parquet writes) and the native ones (Arrow's, DuckDB's)."""
+    "other threads" is the rest of ``total``: native threads (Arrow's, DuckDB's), the sampler's own, and
+    what threads spent after their last reading (:class:`_ThreadCpuSampler`)."""
     if not after:
         return {}
     out: dict[str, float] = {}
