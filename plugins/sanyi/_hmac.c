@@ -9,7 +9,6 @@
 #include <Python.h>
 #include <openssl/evp.h>
 #include <stdint.h>
-#include <string.h>
 
 #define BLOCK 64 /* SHA-256 block: the length of each HMAC pad */
 #define HEX_LEN 64
@@ -64,9 +63,13 @@ static PyObject *hmac_sha256_hex(PyObject *Py_UNUSED(module), PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "each HMAC pad must be 64 bytes");
         goto done;
     }
-    if (offset < 0 || length < 0 || length > (PY_SSIZE_T_MAX / HEX_LEN) - 1
+    if (offset < 0 || length < 0
         || (size_t)offsets_buf.len / sizeof(int32_t) < (size_t)offset + (size_t)length + 1) {
         PyErr_SetString(PyExc_ValueError, "offset and length do not fit the offsets buffer");
+        goto done;
+    }
+    if (length > INT32_MAX / HEX_LEN - 1) { /* the digests' own int32 offsets must hold 64 * length */
+        PyErr_SetString(PyExc_ValueError, "too many strings for one array of 64-character digests");
         goto done;
     }
     offsets = (const int32_t *)offsets_buf.buf + offset;
@@ -76,10 +79,6 @@ static PyObject *hmac_sha256_hex(PyObject *Py_UNUSED(module), PyObject *args) {
             PyErr_SetString(PyExc_ValueError, "string offsets out of order or beyond the data buffer");
             goto done;
         }
-    }
-    if (length + 1 > INT32_MAX / HEX_LEN) {
-        PyErr_SetString(PyExc_ValueError, "too many strings for one array of 64-character digests");
-        goto done;
     }
     out_offsets = PyBytes_FromStringAndSize(NULL, (length + 1) * (Py_ssize_t)sizeof(int32_t));
     out_hex = PyBytes_FromStringAndSize(NULL, length * HEX_LEN);
