@@ -217,8 +217,8 @@ def reference(key: bytes, ids: list[str | None]) -> list[str | None]:
     return [None if v is None else hmac.new(key, v.encode(), hashlib.sha256).hexdigest() for v in ids]
 
 
-# SHA-256 pads its input to whole 64-byte blocks, 9 bytes of it its own: ids of 55, 56 and 64 bytes (with
-# the 64-byte pad before them) end one block short of, at, and past a block boundary.
+# After the 64-byte pad, an id of up to 55 bytes fits one more SHA-256 block with the hash's own 9 bytes of
+# padding; one of 56 bytes or more takes two: ids of 55, 56 and 64 bytes sit on both sides of that edge.
 EDGE_IDS = [ID, ID_X, None, ID, "", "身份证" + ID, "a" * 55, "b" * 56, "c" * 64, "d" * 1000, ID.lower(), None]
 
 
