@@ -3,10 +3,13 @@ measurement taken, the table printed and results.json written with the keys runs
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 from tests.bench.run import (
@@ -179,10 +182,6 @@ def test_ingest_cpu_is_split_by_what_each_thread_does():
 def test_the_sampler_keeps_the_cpu_of_threads_that_ended_during_the_load():
     # The file read and the writers end before the load returns: read only at the end, their CPU was lost
     # in "other threads".
-    import hashlib
-    import threading
-    import time
-
     def burn() -> None:  # as the ingest's threads do, mostly without the GIL (hashlib lets go of it)
         block, end = bytes(1 << 20), time.thread_time() + 0.3
         while time.thread_time() < end:

@@ -145,16 +145,14 @@ def pseudonymise_array(key: bytes, ids: pa.Array | pa.ChunkedArray) -> pa.Array:
             "`pip install -e .`, with a C compiler and OpenSSL's headers)"
         ) from exc
     if isinstance(ids, pa.ChunkedArray):
-        ids = ids.combine_chunks() if ids.num_chunks else pa.array([], ids.type)
+        ids = ids.combine_chunks()
     if not (pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type)):
         raise TypeError(f"pseudonymise_array takes resident ids as strings, not {ids.type}")
     encoded = pc.dictionary_encode(ids)  # the distinct ids, without nulls; the indices keep the nulls
     distinct = encoded.dictionary.cast(pa.string())  # int32 offsets, as the extension reads them
     inner, outer = hmac_pads(key)
-    _, offsets, data = distinct.buffers()
-    if offsets is None:  # an empty array may come without buffers
-        offsets = data = pa.py_buffer(bytes(4))
-    new_offsets, hex_digits = _hmac.hmac_sha256_hex(inner, outer, offsets, data or b"", distinct.offset, len(distinct))
+    _, offsets, data = distinct.buffers()  # Arrow's encoder gives both, even for no ids
+    new_offsets, hex_digits = _hmac.hmac_sha256_hex(inner, outer, offsets, data, distinct.offset, len(distinct))
     hashed = pa.StringArray.from_buffers(len(distinct), pa.py_buffer(new_offsets), pa.py_buffer(hex_digits))
     return pc.take(hashed, encoded.indices)
 

@@ -7,8 +7,8 @@ Sizes scale with ``BENCH_LINES`` (default 1,000,000 = N):
   N-line trace-events CSV (1 % invalid records each), next to record-by-record ``jsonschema`` (Sanyi's
   reference validator, and the bare ``jsonschema`` package) and a raw Arrow parse of the same files;
   and for an N/10-line NDJSON whose every line is rejected (an unknown member on each); with each ingest's
-  CPU-seconds split by what its threads do (validation, Arrow parse, the loading thread, the rest), so that
-  what limits the rate shows in every run;
+  CPU-seconds split by what its threads do (:data:`THREAD_ROLES`: validation, Arrow parse, file read,
+  Parquet writes…, sampled during the load), so that what limits the rate shows in every run;
 - the ingest's floor: the CPU-seconds of the work any ingest of the NDJSON file does, checks left out
   (hash, parse, pseudonyms, Parquet write; :func:`child_floor`), spread over every core — the best rate,
   and ratio to the raw parse, that any ingest with these parts could reach;
