@@ -57,7 +57,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.json as pa_json
 
-from sanyi import contracts, validation
+from sanyi import contracts, extension, validation
 from sanyi.contracts import Dataset
 from sanyi.validation import RecordError
 
@@ -1332,15 +1332,16 @@ def _screened(plan: _Plan, lines: pa.Array) -> list[int]:
     return pc.indices_nonzero(_f(pc.match_substring_regex(lines, plan.wrong_type))).to_pylist()
 
 
-def _pieces(starts: list[int], suspects: list[int]) -> list[_Piece]:
-    """The lines between the ``suspects`` (sorted), in order, in pieces of about :data:`PIECE_BYTES`: a piece
-    ends with the first line that brings it to that size. A piece runs on over the suspects it meets: an
+def _pieces(starts: list[int], todo: list[int]) -> list[_Piece]:
+    """The lines ``todo`` (ascending), in order, in pieces of about :data:`PIECE_BYTES`: a piece ends with the
+    first line that brings it to that size. A piece runs on over the lines left out between its runs: an
     Arrow call costs about 0.2 ms whatever its size, and copying the runs together costs less than a call
-    per run (with a suspect every few hundred lines, that was half the parse's CPU)."""
+    per run (with a line left out every few hundred, that was half the parse's CPU)."""
     out: list[_Piece] = []
     runs: list[range] = []
-    size = first = 0
-    for stop in [*suspects, len(starts) - 1]:
+    size = 0
+    for run in _piece(todo).runs if todo else []:
+        first, stop = run.start, run.stop
         while first < stop:
             end = min(bisect.bisect_left(starts, starts[first] + PIECE_BYTES - size, first + 1, stop + 1), stop)
             runs.append(range(first, end))
@@ -1349,7 +1350,6 @@ def _pieces(starts: list[int], suspects: list[int]) -> list[_Piece]:
             if size >= PIECE_BYTES:
                 out.append(_Piece(runs))
                 runs, size = [], 0
-        first = stop + 1
     if runs:
         out.append(_Piece(runs))
     return out
@@ -1368,17 +1368,25 @@ def check_ndjson(ds: Dataset, data: bytes, first_line: int, *, starts: list[int]
     n = len(starts) - 1
     raw = _Lines(data, starts)
     lines = _line_array(data, starts)
+    tables: list[tuple[pa.Table, Sequence[int] | pa.Array]] = []
+    rest = _iota(n)  # the lines the C reader declined: Arrow's and the reference's
+    if plan.supported:
+        plain, plain_idx, rest = _read_plain(plan, lines)
+        if len(plain_idx):
+            tables.append((plain, plain_idx))
+    rest_lines = lines if len(rest) == n else pc.take(lines, rest)
     # When the last chunk had lines Arrow stopped at, this one is screened before parsing, rather than
     # parse pieces twice (a piece is parsed again, without the bad lines, after Arrow stops in it).
     screen = bool(_SCREEN_FIRST.get(ds.table_name)) and plan.supported
-    suspect = _structural_suspects(plan, data, lines, screen=screen)
-    screened = len(_screened(plan, pc.filter(lines, suspect))) if screen else 0
-    fallback_idx = set(pc.indices_nonzero(suspect).to_pylist())
+    suspect = _structural_suspects(plan, data, rest_lines, screen=screen)
+    screened = len(_screened(plan, pc.filter(rest_lines, suspect))) if screen else 0
+    fallback_idx = set(pc.filter(rest, suspect).to_pylist())
     failing: dict[int, _Failing | None] = {}
     fast = None
-    tables: list[tuple[pa.Table, Sequence[int]]] = []
-    if len(fallback_idx) < n:
-        tables, failed = _parse_all(plan, data, starts, lines, sorted(fallback_idx))
+    todo = pc.filter(rest, pc.invert(suspect)).to_pylist()
+    if todo:
+        parsed_tables, failed = _parse_all(plan, data, starts, lines, todo)
+        tables += parsed_tables
         fallback_idx.update(failed)
         _SCREEN_FIRST[ds.table_name] = bool(failed) or screened > 0
     # The lines left out are read by the reference reader once; those with members missing, unknown or of
@@ -1390,6 +1398,8 @@ def check_ndjson(ds: Dataset, data: bytes, first_line: int, *, starts: list[int]
         frame, line_idx = _ndjson_frame(plan, raw, tables, repairs)
         accept, fields, rules = _evaluate_fields(plan, frame)
         fast = _convert(plan, frame, accept, pc.add(line_idx, first_line))
+        if len(tables) > 1:  # the plain lines first, then the others: back in the file's order
+            fast = fast.sort_by("_line_no")
         failing = _failing_fields(plan, frame, accept, fields, rules, line_idx, repairs)
         fallback_idx.update(failing)
     good: list = []
@@ -1468,8 +1478,8 @@ def _repaired(
     data = b"\n".join(texts) + b"\n"
     starts = line_starts(data)
     arr = _line_array(data, starts)
-    suspects = pc.indices_nonzero(_structural_suspects(plan, data, arr)).to_pylist()
-    tables, _ = _parse_all(plan, data, starts, arr, suspects)
+    todo = pc.indices_nonzero(pc.invert(_structural_suspects(plan, data, arr))).to_pylist()
+    tables, _ = _parse_all(plan, data, starts, arr, todo)
     out = [(table, [lines[k] for k in idx]) for table, idx in tables]
     return out, {i: found[i] for _, idx in out for i in idx}
 
@@ -1558,10 +1568,10 @@ def _structural_suspects(plan: _Plan, data: bytes, lines: pa.Array, *, screen: b
 
 
 def _parse_all(
-    plan: _Plan, data: bytes, starts: list[int], lines: pa.Array, suspects: list[int]
+    plan: _Plan, data: bytes, starts: list[int], lines: pa.Array, todo: list[int]
 ) -> tuple[list[tuple[pa.Table, Sequence[int]]], list[int]]:
-    """Arrow's parse of the clean lines, piece by piece on a small thread pool (Arrow releases the GIL)."""
-    pieces = _pieces(starts, suspects)
+    """Arrow's parse of the lines ``todo``, piece by piece on a small thread pool (Arrow releases the GIL)."""
+    pieces = _pieces(starts, todo)
     if len(pieces) == 1:
         results = [_parse_piece(plan, data, starts, lines, pieces[0])]
     else:
@@ -1584,6 +1594,45 @@ def line_starts(data: bytes) -> list[int]:
     if starts[-1] != len(data):
         starts.append(len(data))
     return starts
+
+
+_READER_KINDS = {pa.float64(): "f", pa.bool_(): "b", pa.list_(pa.string()): "l", pa.string(): "s"}
+
+
+@cache
+def _reader_fields(ds: Dataset) -> tuple[tuple[bytes, ...], bytes]:
+    """The contract's field names and their kinds as the C reader takes them (from what Arrow is told)."""
+    schema = _plan(ds).json_schema
+    return tuple(f.name.encode() for f in schema), "".join(_READER_KINDS[f.type] for f in schema).encode()
+
+
+def _read_plain(plan: _Plan, lines: pa.Array) -> tuple[pa.Table, pa.Array, pa.Array]:
+    """(the plain lines as Arrow would read them, their indices, the indices of the other lines).
+
+    Plain: one flat object of contract fields, each once, strings without escapes, numbers of at most 15
+    digits without exponent, no line over the reference's size limit. ``sanyi._ndjson`` reads them in one
+    pass without the GIL, into the values Arrow's reader gives (tests/test_ndjson_reader.py compares the
+    two); every other line is declined and goes to Arrow and the reference as before."""
+    names, kinds = _reader_fields(plan.ds)
+    _, offsets, data = lines.buffers()
+    plain, declined, columns = extension("_ndjson").read_plain_lines(
+        names, kinds, offsets, data, lines.offset, len(lines), _max_line()
+    )
+    rows = len(plain) // 8
+    arrays = []
+    for f, kind, buffers in zip(plan.json_schema, kinds.decode(), columns, strict=True):
+        bufs = [pa.py_buffer(b) for b in buffers]
+        if kind == "l":
+            items = pa.Array.from_buffers(pa.string(), len(buffers[2]) // 4 - 1, [None, bufs[2], bufs[3]])
+            arrays.append(pa.Array.from_buffers(f.type, rows, bufs[:2], children=[items]))
+        else:
+            arrays.append(pa.Array.from_buffers(f.type, rows, bufs))
+    table = pa.Table.from_arrays(arrays, schema=plan.json_schema)
+    return table, _int64s(plain), _int64s(declined)
+
+
+def _int64s(buffer: bytes) -> pa.Array:
+    return pa.Array.from_buffers(pa.int64(), len(buffer) // 8, [None, pa.py_buffer(buffer)])
 
 
 def _line_array(data: bytes, starts: list[int]) -> pa.Array:
@@ -1633,7 +1682,12 @@ def _ndjson_frame(
     table = pa.concat_tables([t.select(names) for t, _ in tables]).combine_chunks()
     n = table.num_rows
     line_idx = pa.concat_arrays(
-        [pc.add(_iota(len(idx)), idx[0]) if isinstance(idx, range) else pa.array(idx, pa.int64()) for _, idx in tables]
+        [
+            idx if isinstance(idx, pa.Array)
+            else pc.add(_iota(len(idx)), idx[0]) if isinstance(idx, range)
+            else pa.array(idx, pa.int64())
+            for _, idx in tables
+        ]
     )
     row_ok = _trues(n)
     values: dict[str, _Values] = {}

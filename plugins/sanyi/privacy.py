@@ -137,13 +137,9 @@ def pseudonymise_array(key: bytes, ids: pa.Array | pa.ChunkedArray) -> pa.Array:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    try:
-        from sanyi import _hmac
-    except ImportError as exc:  # a source tree used without `pip install`, which compiles it
-        raise ImportError(
-            "sanyi's C extension sanyi._hmac is not built: install the package (`make venv`, or "
-            "`pip install -e .`, with a C compiler and OpenSSL's headers)"
-        ) from exc
+    from sanyi import extension
+
+    _hmac = extension("_hmac")
     if isinstance(ids, pa.ChunkedArray):
         ids = ids.combine_chunks()
     if not (pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type)):
