@@ -13,7 +13,7 @@ help:
 	@echo "make lint   ruff"
 	@echo "make clean  remove var/ (all local state)"
 
-$(BIN)/.installed: requirements.lock pyproject.toml plugins/sanyi/_hmac.c plugins/sanyi/_ndjson.c
+$(BIN)/.installed: requirements.lock pyproject.toml plugins/sanyi/_hmac.c plugins/sanyi/_ndjson.c plugins/sanyi/_checks.c
 	@$(MAKE) --no-print-directory build-deps
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
@@ -22,8 +22,10 @@ $(BIN)/.installed: requirements.lock pyproject.toml plugins/sanyi/_hmac.c plugin
 
 venv: $(BIN)/.installed
 
-# The install compiles sanyi._hmac (the loader's pseudonyms, against OpenSSL) and sanyi._ndjson (the
-# validator's reader of plain lines): it needs a C compiler and OpenSSL's headers, installed from Debian's packages when they are missing and apt-get may be used.
+# The install compiles three small C extensions: sanyi._hmac (the loader's pseudonyms, against OpenSSL),
+# sanyi._ndjson and sanyi._checks (the validator's reader of plain lines, and two of its checks). It needs
+# a C compiler and OpenSSL's headers, installed from Debian's packages when they are missing and apt-get
+# may be used.
 build-deps:
 	@printf '%s\n' '#include <openssl/evp.h>' 'int main(void) { return EVP_sha256() == 0; }' \
 	  | $(CC) -x c - -o /dev/null -lcrypto 2>/dev/null \

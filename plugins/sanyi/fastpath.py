@@ -79,8 +79,6 @@ _POOL_SIZE = 2
 _DEC = pa.decimal128(38, 18)  # every numeric value is held exactly at this type while it is checked
 _DEC_INT_DIGITS = 20  # 38 - 18
 _CST_US = 8 * 3600 * 1_000_000
-_MIN_US = -62135596800 * 1_000_000  # 0001-01-01T00:00:00Z
-_MAX_US = 253402300799 * 1_000_000 + 999_999  # 9999-12-31T23:59:59.999999Z
 _ID_CANDIDATE = r"(?:^|[^0-9])[0-9]{17}[0-9X](?:[^0-9]|\z)"
 # A number token (after a colon) that a float64 may not hold exactly: 16+ digits, or an exponent.
 _LONG_NUMBER = r":[ \t\r]*-?(?:(?:[0-9]\.?){16}|[0-9]+(?:\.[0-9]*)?[eE])"
@@ -888,47 +886,29 @@ def _on_grid(x: pa.Array, places: int) -> tuple[pa.Array, pa.Array]:
     return pc.cast(scaled, pa.int64()), exact
 
 
-_WEIGHTS = [pow(2, 18 - i, 11) for i in range(1, 18)]
-# The 17 digits of an id as one integer, cut into blocks of three digits from the right: each block's share
-# of the weighted digit sum mod 11 is one lookup in a 1,000-entry table (built here, in a millisecond).
-_BLOCKS = [(max(hi - 3, 0), hi) for hi in range(17, 0, -3)]  # [14:17], [11:14], …, [0:2]
-
-
-def _block_table(lo: int, hi: int) -> pa.Array:
-    width = hi - lo
-    sums = []
-    for value in range(10**width):
-        digits = f"{value:0{width}d}"
-        sums.append(sum(int(d) * w for d, w in zip(digits, _WEIGHTS[lo:hi], strict=True)) % 11)
-    return pa.array(sums, pa.int64())
-
-
-_CHECK_TABLES = [_block_table(lo, hi) for lo, hi in _BLOCKS]
-
-
 def _leading_id_valid(texts: pa.Array) -> pa.Array:
     """Per value: its first 18 characters are 17 ASCII digits and the right check character (GB 11643,
     ISO 7064 MOD 11-2; ``X`` upper-case), as :func:`sanyi.privacy.is_valid_resident_id` decides."""
-    shaped = _f(pc.match_substring_regex(texts, r"^[0-9]{17}[0-9X]"))
-    safe = pc.if_else(shaped, texts, "000000000000000000")
-    rest = pc.cast(pc.utf8_slice_codeunits(safe, 0, 17), pa.int64())  # < 10**17 fits
-    total = None
-    for table in _CHECK_TABLES:
-        block = pc.divide(rest, 1000)
-        part = pc.take(table, pc.subtract(rest, pc.multiply(block, 1000)))
-        total = part if total is None else pc.add(total, part)
-        rest = block
-    expected = pc.take(pa.array(list("10X98765432")), pc.modulo(total, 11))
-    return pc.and_(shaped, pc.equal(pc.utf8_slice_codeunits(safe, 17, 18), expected))
+    return _in_c("leading_ids", texts)[0]
 
 
 def _check_characters_ok(ids: pa.Array) -> pa.Array:
     """Per row: the value is an 18-character id with the right check character. Anything else goes to the
-    reference (which reports the pattern or the check character). Computed once per distinct value."""
-    encoded = pc.dictionary_encode(ids)
-    uniq = encoded.dictionary
-    good = pc.and_(_leading_id_valid(uniq), pc.equal(pc.utf8_length(uniq), 18))
-    return _f(pc.take(good, encoded.indices))
+    reference (which reports the pattern or the check character)."""
+    return pc.and_(_leading_id_valid(ids), _f(pc.equal(pc.binary_length(ids), 18)))  # 18 ASCII bytes
+
+
+def _in_c(check: str, texts: pa.Array) -> tuple[pa.Array, bytes]:
+    """(per value: it passes ``sanyi._checks.<check>``, False for a null; what else the check gives)."""
+    n = len(texts)
+    if n == 0:
+        return pa.array([], pa.bool_()), b""
+    texts = texts.cast(pa.string())  # int32 offsets, as the extension reads them
+    _, offsets, data = texts.buffers()
+    out = getattr(extension("_checks"), check)(offsets, data if data is not None else b"", texts.offset, n)
+    bits, rest = (out, b"") if isinstance(out, bytes) else out
+    ok = pa.Array.from_buffers(pa.bool_(), n, [None, pa.py_buffer(bits)])
+    return (pc.and_(ok, pc.is_valid(texts)) if texts.null_count else ok), rest
 
 
 def _may_hold_valid_id(texts: pa.Array) -> pa.Array:
@@ -986,29 +966,12 @@ def _parse_dates(vals: pa.Array) -> tuple[pa.Array, pa.Array]:
 
 
 def _parse_timestamps(vals: pa.Array) -> tuple[pa.Array, pa.Array]:
-    """(UTC microseconds or null, ok) with exactly the rules of :func:`sanyi.contracts.parse_timestamp`."""
-    shaped = _f(pc.match_substring_regex(vals, _TS_RE2))
-    safe = pc.if_else(shaped, vals, "1970-01-01T00:00:00Z")
-    seconds, real = _wall_seconds(safe, 19, "%Y-%m-%dT%H:%M:%S")
-    zulu = pc.ends_with(safe, "Z")
-    off_text = pc.if_else(zulu, "+00:00", pc.utf8_slice_codeunits(safe, -6, 2**31 - 1))
-    oh, om = _digits(off_text, 1, 3), _digits(off_text, 4, 6)
-    sign = pc.if_else(pc.starts_with(off_text, "-"), -1, 1)
-    off_ok = pc.and_(pc.less_equal(oh, 23), pc.less_equal(om, 59))
-    length = pc.utf8_length(safe)
-    plain = pc.or_(pc.equal(length, 20), pc.and_(pc.equal(length, 25), pc.invert(zulu)))
-    if _f(plain).true_count == len(safe):
-        micro: pa.Array = pa.repeat(pa.scalar(0, pa.int64()), len(safe))
-    else:
-        # "…SS.fff…±HH:MM": the fraction sits between position 19 and the offset; microseconds truncate.
-        frac = pc.if_else(zulu, pc.utf8_slice_codeunits(safe, 19, -1), pc.utf8_slice_codeunits(safe, 19, -6))
-        digits = pc.utf8_rpad(pc.utf8_slice_codeunits(frac, 1, 7), 6, "0")
-        micro = pc.cast(digits, pa.int64())
-    offset = pc.multiply(sign, pc.add(pc.multiply(oh, 3600), pc.multiply(om, 60)))
-    utc = pc.add(pc.multiply(pc.subtract(seconds, offset), 1_000_000), micro)
-    in_range = pc.and_(pc.greater_equal(utc, _MIN_US), pc.less_equal(utc, _MAX_US - _CST_US))
-    ok = pc.and_(pc.and_(shaped, real), pc.and_(off_ok, in_range))
-    return pc.if_else(ok, utc, pa.scalar(None, pa.int64())), ok
+    """(UTC microseconds or null, ok) with exactly the rules of :func:`sanyi.contracts.parse_timestamp`
+    (``sanyi._checks.timestamps``: shape, calendar, offset, fraction truncated, years 1-9999 in UTC and
+    UTC+08:00)."""
+    ok, micros = _in_c("timestamps", vals)
+    us = pa.Array.from_buffers(pa.int64(), len(vals), [None, pa.py_buffer(micros)])
+    return pc.if_else(ok, us, pa.scalar(None, pa.int64())), ok
 
 
 # ======================================================================================= conversion

@@ -57,8 +57,9 @@ def install_fault(stage: str, nth: int = 1) -> None:
     import sanyi.ledger as ledger
 
     if stage == "after_parse":
-        # NDJSON is parsed chunk by chunk by the fast path (Arrow's JSON reader); other formats, and
-        # NDJSON the fast path cannot take, through parse_records.
+        # NDJSON is parsed chunk by chunk by the fast path (its plain lines by the C reader, the others by
+        # Arrow's JSON reader); other formats, and NDJSON the fast path cannot take, through parse_records.
+        fastpath._read_plain = _on_nth(nth, fastpath._read_plain, after=True)
         fastpath._parse_all = _on_nth(nth, fastpath._parse_all, after=True)
         ingest.parse_records = _on_nth(nth, ingest.parse_records, after=True)
     elif stage == "mid_validation":

@@ -1,0 +1,170 @@
+"""``sanyi._checks`` (through ``fastpath._parse_timestamps``, ``_check_characters_ok`` and
+``_leading_id_valid``) against the reference rules: ``contracts.parse_timestamp`` and
+``privacy.is_valid_resident_id``, on generated, mutated and hand-made values, nulls and sliced arrays."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pyarrow as pa
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sanyi import _checks, contracts, fastpath, privacy
+from test_differential import SETTINGS, resident_ids, timestamps
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def reference_micros(text: str | None) -> int | None:
+    instant = contracts.parse_timestamp(text)
+    return None if instant is None else (instant - EPOCH) // timedelta(microseconds=1)
+
+
+@st.composite
+def mutated(draw: st.DrawFn, values: st.SearchStrategy[str]) -> str:
+    """A value with one character replaced, inserted or deleted, from the characters that matter."""
+    text = draw(values)
+    at = draw(st.integers(0, len(text)))
+    char = draw(st.sampled_from(list("0123456789-:T.Z+zt Xx\n") + ["０", "é"]))
+    how = draw(st.sampled_from(["replace", "insert", "delete"]))
+    if how == "insert":
+        return text[:at] + char + text[at:]
+    if how == "delete":
+        return text[:at] + text[at + 1 :]
+    return text[:at] + char + text[at + 1 :]
+
+
+EDGE_TIMESTAMPS = [
+    "0001-01-01T00:00:00Z",
+    "0001-01-01T00:00:00+00:01",  # UTC falls before year 1
+    "0001-01-01T00:00:00-00:01",
+    "9999-12-31T15:59:59.999999Z",  # its UTC+08:00 date is the last there is
+    "9999-12-31T16:00:00Z",  # its UTC+08:00 date is not
+    "9999-12-31T23:59:59+08:00",
+    "0000-06-01T00:00:00Z",
+    "0000-12-31T23:30:00-01:00",  # in year 1 in UTC, but written in year 0
+    "2024-02-29T12:00:00Z",
+    "2023-02-29T12:00:00Z",
+    "1900-02-29T12:00:00Z",
+    "2000-02-29T12:00:00Z",
+    "2024-04-31T12:00:00Z",
+    "2024-13-01T12:00:00Z",
+    "2024-00-10T12:00:00Z",
+    "2024-01-00T12:00:00Z",
+    "2024-01-01T24:00:00Z",
+    "2024-01-01T23:60:00Z",
+    "2024-01-01T23:59:60Z",
+    "2024-01-01T00:00:00+24:00",
+    "2024-01-01T00:00:00+23:59",
+    "2024-01-01T00:00:00-23:59",
+    "2024-01-01T00:00:00+23:60",
+    "2024-01-01T00:00:00+0800",
+    "2024-01-01T00:00:00.Z",
+    "2024-01-01T00:00:00.1234567890123Z",  # truncated to microseconds
+    "2024-01-01T00:00:00.5+08:00",
+    "2024-01-01T00:00:00.000001-05:30",
+    "2024-01-01t00:00:00Z",
+    "2024-01-01T00:00:00z",
+    "2024-01-01T00:00:00",
+    "2024-01-01 00:00:00Z",
+    "2024-01-01T00:00:00Z\n",
+    " 2024-01-01T00:00:00Z",
+    "2024-01-01T00:00:0０Z",
+    "+2024-01-01T00:00:00Z",
+    "2024-1-01T00:00:00Z",
+    "",
+]
+
+
+def assert_timestamps_agree(texts: list[str | None]) -> None:
+    for arr in (pa.array(texts, pa.string()), pa.array(["x", *texts], pa.string()).slice(1)):
+        us, ok = fastpath._parse_timestamps(arr)
+        expected = [reference_micros(t) for t in texts]
+        assert us.to_pylist() == expected
+        assert ok.to_pylist() == [e is not None for e in expected]
+
+
+def test_hand_made_timestamps_agree_with_the_reference() -> None:
+    assert_timestamps_agree([*EDGE_TIMESTAMPS, None])
+    assert reference_micros("9999-12-31T15:59:59.999999Z") is not None  # the edges are edges
+    assert reference_micros("9999-12-31T16:00:00Z") is None
+
+
+def test_generated_timestamps_agree_with_the_reference() -> None:
+    values = st.one_of(
+        timestamps(),
+        mutated(timestamps()),
+        mutated(st.sampled_from(EDGE_TIMESTAMPS)),
+        st.text(max_size=30),
+        st.none(),
+    )
+
+    @SETTINGS
+    @given(texts=st.lists(values, max_size=20))
+    def run(texts: list[str | None]) -> None:
+        assert_timestamps_agree(texts)
+
+    run()
+
+
+def test_generated_resident_ids_agree_with_the_reference() -> None:
+    values = st.one_of(
+        resident_ids(),
+        mutated(resident_ids()),
+        st.from_regex(r"[0-9]{17}[0-9Xx]", fullmatch=True),
+        st.text(max_size=20),
+        st.none(),
+    )
+
+    @SETTINGS
+    @given(texts=st.lists(values, max_size=20), tail=st.sampled_from(["", "1", "X", "é", " "]))
+    def run(texts: list[str | None], tail: str) -> None:
+        for arr in (pa.array(texts, pa.string()), pa.array(["x", *texts], pa.string()).slice(1)):
+            assert fastpath._check_characters_ok(arr).to_pylist() == [
+                privacy.is_valid_resident_id(t) for t in texts
+            ]
+        # The leading 18 characters of a longer value (how ids are found inside other fields).
+        longer = [None if t is None else t + tail for t in texts]
+        assert fastpath._leading_id_valid(pa.array(longer, pa.string())).to_pylist() == [
+            t is not None and privacy.is_valid_resident_id(t[:18]) for t in longer
+        ]
+
+    run()
+
+
+def test_an_id_cut_short_is_not_completed_by_the_next_value() -> None:
+    # The values lie end to end in one buffer: a check that read past a 17-digit value would find the
+    # next value's first character there.
+    valid = "11010519491231002X"
+    assert privacy.is_valid_resident_id(valid)
+    arr = pa.array([valid[:17], valid[17:] + "1", valid], pa.string())
+    assert fastpath._leading_id_valid(arr).to_pylist() == [False, False, True]
+
+
+def test_empty_and_all_null_arrays() -> None:
+    for arr in (pa.array([], pa.string()), pa.array([None, None], pa.string())):
+        us, ok = fastpath._parse_timestamps(arr)
+        assert us.to_pylist() == [None] * len(arr) and ok.to_pylist() == [False] * len(arr)
+        assert fastpath._check_characters_ok(arr).to_pylist() == [False] * len(arr)
+
+
+def test_malformed_calls_are_refused_before_any_byte_is_read() -> None:
+    data = b"2024-01-01T00:00:00Z"
+    good = pa.array([0, len(data)], pa.int32()).buffers()[1]
+    bad = {
+        "more strings than offsets": (good, data, 0, 2),
+        "offset past the offsets": (good, data, 1, 1),
+        "negative offset": (good, data, -1, 1),
+        "beyond the data": (good, data[:-1], 0, 1),
+        "out of order": (pa.array([5, 2], pa.int32()).buffers()[1], data, 0, 1),
+        "negative": (pa.array([-1, 2], pa.int32()).buffers()[1], data, 0, 1),
+    }
+    for check in (_checks.timestamps, _checks.leading_ids):
+        for name, args in bad.items():
+            with pytest.raises(ValueError):
+                check(*args)
+                pytest.fail(name)
+    valid, micros = _checks.timestamps(good, data, 0, 1)
+    assert valid == b"\x01" and int.from_bytes(micros, "little") == 1704067200 * 10**6
