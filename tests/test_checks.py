@@ -1,10 +1,11 @@
-"""``sanyi._checks`` (through ``fastpath._parse_timestamps``, ``_check_characters_ok`` and
-``_leading_id_valid``) against the reference rules: ``contracts.parse_timestamp`` and
-``privacy.is_valid_resident_id``, on generated, mutated and hand-made values, nulls and sliced arrays."""
+"""``sanyi._checks`` (through ``fastpath._parse_dates``, ``_parse_timestamps``, ``_check_characters_ok``,
+``_leading_id_valid`` and ``_holds_valid_id``) against the reference rules: ``contracts.parse_date`` and
+``parse_timestamp``, ``privacy.is_valid_resident_id`` and ``find_resident_ids``, on generated, mutated and
+hand-made values, nulls and sliced arrays."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pyarrow as pa
 import pytest
@@ -109,6 +110,92 @@ def test_generated_timestamps_agree_with_the_reference() -> None:
     run()
 
 
+EDGE_DATES = [
+    "0001-01-01",
+    "0000-12-31",
+    "9999-12-31",
+    "2024-02-29",
+    "2023-02-29",
+    "1900-02-29",
+    "2000-02-29",
+    "2024-04-31",
+    "2024-13-01",
+    "2024-00-01",
+    "2024-01-00",
+    "2024-1-01",
+    "2024-01-01 ",
+    "2024-01-01T00:00:00Z",
+    "2024/01/01",
+    "２024-01-01",
+    "",
+]
+
+
+def assert_dates_agree(texts: list[str | None]) -> None:
+    for arr in (pa.array(texts, pa.string()), pa.array(["x", *texts], pa.string()).slice(1)):
+        days, ok = fastpath._parse_dates(arr)
+        expected = [None if (d := contracts.parse_date(t)) is None else (d - date(1970, 1, 1)).days for t in texts]
+        assert days.to_pylist() == expected
+        assert ok.to_pylist() == [e is not None for e in expected]
+
+
+def test_dates_agree_with_the_reference() -> None:
+    assert_dates_agree([*EDGE_DATES, None])
+    values = st.one_of(
+        st.dates().map(date.isoformat),
+        mutated(st.dates().map(date.isoformat)),
+        mutated(st.sampled_from(EDGE_DATES)),
+        st.text(max_size=12),
+        st.none(),
+    )
+
+    @SETTINGS
+    @given(texts=st.lists(values, max_size=20))
+    def run(texts: list[str | None]) -> None:
+        assert_dates_agree(texts)
+
+    run()
+
+
+@st.composite
+def texts_with_ids(draw: st.DrawFn) -> str:
+    """Text around resident ids (valid or one character off), digits and X next to them or not."""
+    parts = draw(
+        st.lists(
+            st.one_of(
+                resident_ids(),
+                mutated(resident_ids()),
+                resident_ids().map(lambda r: r[:17] + "x"),
+                st.from_regex(r"[0-9]{1,20}", fullmatch=True),
+                st.sampled_from(["X", "x", "-", " ", "S", "é", ""]),
+            ),
+            max_size=6,
+        )
+    )
+    return "".join(parts)
+
+
+def assert_ids_found_as_the_reference_finds_them(texts: list[str | None]) -> None:
+    for arr in (pa.array(texts, pa.string()), pa.array(["x", *texts], pa.string()).slice(1)):
+        assert fastpath._holds_valid_id(arr).to_pylist() == [
+            t is not None and bool(privacy.find_resident_ids(t)) for t in texts
+        ]
+
+
+def test_finding_ids_agrees_with_the_reference() -> None:
+    valid = "11010519491231002X"
+    cases = [valid, f"a{valid}b", f"1{valid}", f"{valid}1", valid[:17] + "x", f"{valid}{valid}", f"{valid}X"]
+    assert_ids_found_as_the_reference_finds_them(cases)
+    assert [bool(privacy.find_resident_ids(c)) for c in cases] == [True, True, False, False, False, True, True]
+
+    @SETTINGS
+    @given(texts=st.lists(st.one_of(texts_with_ids(), st.text(max_size=30), st.none()), max_size=20))
+    def run(texts: list[str | None]) -> None:
+        assert_ids_found_as_the_reference_finds_them(texts)
+
+    run()
+
+
 def test_generated_resident_ids_agree_with_the_reference() -> None:
     values = st.one_of(
         resident_ids(),
@@ -145,9 +232,11 @@ def test_an_id_cut_short_is_not_completed_by_the_next_value() -> None:
 
 def test_empty_and_all_null_arrays() -> None:
     for arr in (pa.array([], pa.string()), pa.array([None, None], pa.string())):
-        us, ok = fastpath._parse_timestamps(arr)
-        assert us.to_pylist() == [None] * len(arr) and ok.to_pylist() == [False] * len(arr)
+        for parse in (fastpath._parse_timestamps, fastpath._parse_dates):
+            values, ok = parse(arr)
+            assert values.to_pylist() == [None] * len(arr) and ok.to_pylist() == [False] * len(arr)
         assert fastpath._check_characters_ok(arr).to_pylist() == [False] * len(arr)
+        assert fastpath._holds_valid_id(arr).to_pylist() == [False] * len(arr)
 
 
 def test_malformed_calls_are_refused_before_any_byte_is_read() -> None:
@@ -161,7 +250,7 @@ def test_malformed_calls_are_refused_before_any_byte_is_read() -> None:
         "out of order": (pa.array([5, 2], pa.int32()).buffers()[1], data, 0, 1),
         "negative": (pa.array([-1, 2], pa.int32()).buffers()[1], data, 0, 1),
     }
-    for check in (_checks.timestamps, _checks.leading_ids):
+    for check in (_checks.timestamps, _checks.dates, _checks.leading_ids, _checks.holding_ids):
         for name, args in bad.items():
             with pytest.raises(ValueError):
                 check(*args)

@@ -1,10 +1,11 @@
-/* Two of the validator's per-value checks over a whole Arrow string array, without the GIL.
+/* Four of the validator's per-value checks over a whole Arrow string array, without the GIL.
  *
  * Why C: done with Arrow's kernels, an RFC 3339 timestamp took a regex, a strptime and a dozen slices and
- * casts (15 ms of a 16 MiB chunk's 100), and a resident id's check character seven lookups and casts
- * (10 ms); here each is one pass over the bytes. The rules are those of sanyi.contracts.parse_timestamp
- * and sanyi.privacy.is_valid_resident_id; tests/test_checks.py compares them on every kind of input.
- * Null slots are read like any other (the caller masks them). */
+ * casts (15 ms of a 16 MiB chunk's 100), a resident id's check character seven lookups and casts (10 ms),
+ * and the search for ids in other fields regexes and a dictionary (7 ms); here each is one pass over the
+ * bytes. The rules are those of sanyi.contracts.parse_date and parse_timestamp, and of
+ * sanyi.privacy.is_valid_resident_id and find_resident_ids; tests/test_checks.py compares them on every
+ * kind of input. Null slots are read like any other (the caller masks them). */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
@@ -40,14 +41,32 @@ static int64_t days_from_civil(int64_t y, int64_t m, int64_t d) {
     return era * 146097 + doe - 719468;
 }
 
-/* 1 and the UTC microseconds when ``s`` is a timestamp sanyi.contracts.parse_timestamp accepts; else 0. */
-static int timestamp(const unsigned char *s, size_t len, int64_t *out) {
+/* 1 and its days since 1970-01-01 when ``s`` starts with a real date of years 1-9999 as YYYY-MM-DD. */
+static int calendar_date(const unsigned char *s, size_t len, int64_t *days) {
     static const int month_days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    if (len < 20 || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':')
+    if (len < 10 || s[4] != '-' || s[7] != '-')
         return 0;
     int64_t year = digits(s, 4), month = digits(s + 5, 2), day = digits(s + 8, 2);
+    if (year < 1 || month < 1 || month > 12 || day < 1)
+        return 0;
+    if (day > month_days[month - 1] + (month == 2 && leap(year)))
+        return 0;
+    *days = days_from_civil(year, month, day);
+    return 1;
+}
+
+/* 1 and the days when ``s`` is a date sanyi.contracts.parse_date accepts; else 0. */
+static int date_only(const unsigned char *s, size_t len, int64_t *out) {
+    return len == 10 && calendar_date(s, len, out);
+}
+
+/* 1 and the UTC microseconds when ``s`` is a timestamp sanyi.contracts.parse_timestamp accepts; else 0. */
+static int timestamp(const unsigned char *s, size_t len, int64_t *out) {
+    int64_t days;
+    if (len < 20 || s[10] != 'T' || s[13] != ':' || s[16] != ':' || !calendar_date(s, len, &days))
+        return 0;
     int64_t hour = digits(s + 11, 2), minute = digits(s + 14, 2), second = digits(s + 17, 2);
-    if (year < 0 || month < 0 || day < 0 || hour < 0 || minute < 0 || second < 0)
+    if (hour < 0 || minute < 0 || second < 0 || hour > 23 || minute > 59 || second > 59)
         return 0;
     size_t p = 19;
     int64_t micro = 0;
@@ -74,11 +93,7 @@ static int timestamp(const unsigned char *s, size_t len, int64_t *out) {
     } else {
         return 0;
     }
-    if (year < 1 || month < 1 || month > 12 || day < 1 || hour > 23 || minute > 59 || second > 59)
-        return 0;
-    if (day > month_days[month - 1] + (month == 2 && leap(year)))
-        return 0;
-    int64_t utc = days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second - offset;
+    int64_t utc = days * 86400 + hour * 3600 + minute * 60 + second - offset;
     /* Its UTC date, and its UTC+08:00 date (the derived one), must both lie in years 1-9999. */
     if (utc < MIN_SECONDS || utc > MAX_SECONDS - CST_SECONDS)
         return 0;
@@ -101,6 +116,29 @@ static int leading_id(const unsigned char *s, size_t len) {
         sum += (s[k] - '0') * WEIGHTS[k];
     }
     return s[17] == CHECK[sum % 11];
+}
+
+/* 1 when sanyi.privacy.find_resident_ids finds an id in ``s``: a run of 17 ASCII digits and a check
+ * character (a digit, X or x) between non-digits, whose check character is right (and X upper-case). */
+static int holds_id(const unsigned char *s, size_t len) {
+    size_t i = 0;
+    while (i < len) {
+        if (!is_digit(s[i])) {
+            i++;
+            continue;
+        }
+        size_t start = i;
+        while (i < len && is_digit(s[i]))
+            i++;
+        size_t run = i - start;
+        if (run == 18 && leading_id(s + start, 18))
+            return 1;
+        /* 17 digits and an X: the candidate ends there, and must not run on into a digit */
+        if (run == 17 && i < len && (s[i] == 'X' || s[i] == 'x') && (i + 1 == len || !is_digit(s[i + 1]))
+            && leading_id(s + start, 18))
+            return 1;
+    }
+    return 0;
 }
 
 /* Arrow bitmap of ``n`` bits, all 0. */
@@ -137,50 +175,57 @@ fail:
     return 0;
 }
 
-PyDoc_STRVAR(timestamps_doc,
-"timestamps(offsets, data, offset, length) -> (valid, micros)\n\n"
-"Per string of an Arrow string array (int32 offsets and data buffers, offset, length): whether it is a\n"
-"timestamp sanyi.contracts.parse_timestamp accepts (an Arrow bitmap) and its UTC microseconds since\n"
-"1970 (int64 values; 0 where it is not).");
-
-static PyObject *timestamps(PyObject *Py_UNUSED(module), PyObject *args) {
+/* A bitmap of ``parse`` on every string of the array the arguments describe, and the int64 it gives
+ * (0 where it fails), computed without the GIL. */
+static PyObject *values_of(PyObject *args, int (*parse)(const unsigned char *, size_t, int64_t *)) {
     Py_buffer offsets_buf, data_buf;
     const int32_t *offsets;
     Py_ssize_t length;
     if (!string_array(args, &offsets_buf, &data_buf, &offsets, &length))
         return NULL;
     PyObject *valid = zero_bitmap(length);
-    PyObject *micros = PyBytes_FromStringAndSize(NULL, length * (Py_ssize_t)sizeof(int64_t));
+    PyObject *values = PyBytes_FromStringAndSize(NULL, length * (Py_ssize_t)sizeof(int64_t));
     PyObject *result = NULL;
-    if (valid != NULL && micros != NULL) {
+    if (valid != NULL && values != NULL) {
         unsigned char *bits = (unsigned char *)PyBytes_AS_STRING(valid);
-        int64_t *values = (int64_t *)PyBytes_AS_STRING(micros);
+        int64_t *out = (int64_t *)PyBytes_AS_STRING(values);
         const unsigned char *data = data_buf.buf;
         Py_BEGIN_ALLOW_THREADS
         for (Py_ssize_t i = 0; i < length; i++) {
-            int64_t us = 0;
-            if (timestamp(data + offsets[i], (size_t)(offsets[i + 1] - offsets[i]), &us))
+            int64_t v = 0;
+            if (parse(data + offsets[i], (size_t)(offsets[i + 1] - offsets[i]), &v))
                 bits[i / 8] |= (unsigned char)(1u << (i % 8));
             else
-                us = 0;
-            values[i] = us;
+                v = 0;
+            out[i] = v;
         }
         Py_END_ALLOW_THREADS
-        result = PyTuple_Pack(2, valid, micros);
+        result = PyTuple_Pack(2, valid, values);
     }
     Py_XDECREF(valid);
-    Py_XDECREF(micros);
+    Py_XDECREF(values);
     PyBuffer_Release(&offsets_buf);
     PyBuffer_Release(&data_buf);
     return result;
 }
 
-PyDoc_STRVAR(leading_ids_doc,
-"leading_ids(offsets, data, offset, length) -> valid\n\n"
-"Per string of an Arrow string array: whether its first 18 characters are 17 ASCII digits and the right\n"
-"check character (GB 11643, ISO 7064 MOD 11-2; X upper-case), as an Arrow bitmap.");
+PyDoc_STRVAR(timestamps_doc,
+"timestamps(offsets, data, offset, length) -> (valid, micros)\n\n"
+"Per string of an Arrow string array (int32 offsets and data buffers, offset, length): whether it is a\n"
+"timestamp sanyi.contracts.parse_timestamp accepts (an Arrow bitmap) and its UTC microseconds since\n"
+"1970 (int64 values; 0 where it is not).");
 
-static PyObject *leading_ids(PyObject *Py_UNUSED(module), PyObject *args) {
+static PyObject *timestamps(PyObject *Py_UNUSED(module), PyObject *args) { return values_of(args, timestamp); }
+
+PyDoc_STRVAR(dates_doc,
+"dates(offsets, data, offset, length) -> (valid, days)\n\n"
+"Per string of an Arrow string array: whether it is a date sanyi.contracts.parse_date accepts (an Arrow\n"
+"bitmap) and its days since 1970-01-01 (int64 values; 0 where it is not).");
+
+static PyObject *dates(PyObject *Py_UNUSED(module), PyObject *args) { return values_of(args, date_only); }
+
+/* A bitmap of ``test`` on every string of the array the arguments describe, computed without the GIL. */
+static PyObject *bitmap_of(PyObject *args, int (*test)(const unsigned char *, size_t)) {
     Py_buffer offsets_buf, data_buf;
     const int32_t *offsets;
     Py_ssize_t length;
@@ -192,7 +237,7 @@ static PyObject *leading_ids(PyObject *Py_UNUSED(module), PyObject *args) {
         const unsigned char *data = data_buf.buf;
         Py_BEGIN_ALLOW_THREADS
         for (Py_ssize_t i = 0; i < length; i++)
-            if (leading_id(data + offsets[i], (size_t)(offsets[i + 1] - offsets[i])))
+            if (test(data + offsets[i], (size_t)(offsets[i + 1] - offsets[i])))
                 bits[i / 8] |= (unsigned char)(1u << (i % 8));
         Py_END_ALLOW_THREADS
     }
@@ -201,16 +246,32 @@ static PyObject *leading_ids(PyObject *Py_UNUSED(module), PyObject *args) {
     return valid;
 }
 
+PyDoc_STRVAR(leading_ids_doc,
+"leading_ids(offsets, data, offset, length) -> valid\n\n"
+"Per string of an Arrow string array: whether its first 18 characters are 17 ASCII digits and the right\n"
+"check character (GB 11643, ISO 7064 MOD 11-2; X upper-case), as an Arrow bitmap.");
+
+static PyObject *leading_ids(PyObject *Py_UNUSED(module), PyObject *args) { return bitmap_of(args, leading_id); }
+
+PyDoc_STRVAR(holding_ids_doc,
+"holding_ids(offsets, data, offset, length) -> valid\n\n"
+"Per string of an Arrow string array: whether sanyi.privacy.find_resident_ids finds a resident id in it,\n"
+"as an Arrow bitmap.");
+
+static PyObject *holding_ids(PyObject *Py_UNUSED(module), PyObject *args) { return bitmap_of(args, holds_id); }
+
 static PyMethodDef methods[] = {
     {"timestamps", timestamps, METH_VARARGS, timestamps_doc},
+    {"dates", dates, METH_VARARGS, dates_doc},
     {"leading_ids", leading_ids, METH_VARARGS, leading_ids_doc},
+    {"holding_ids", holding_ids, METH_VARARGS, holding_ids_doc},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "sanyi._checks",
-    .m_doc = "Timestamps and resident ids' check characters over a whole Arrow string array (see sanyi.fastpath).",
+    .m_doc = "Dates, timestamps and resident ids checked over a whole Arrow string array (see sanyi.fastpath).",
     .m_size = -1,
     .m_methods = methods,
 };

@@ -79,7 +79,6 @@ _POOL_SIZE = 2
 _DEC = pa.decimal128(38, 18)  # every numeric value is held exactly at this type while it is checked
 _DEC_INT_DIGITS = 20  # 38 - 18
 _CST_US = 8 * 3600 * 1_000_000
-_ID_CANDIDATE = r"(?:^|[^0-9])[0-9]{17}[0-9X](?:[^0-9]|\z)"
 # A number token (after a colon) that a float64 may not hold exactly: 16+ digits, or an exponent.
 _LONG_NUMBER = r":[ \t\r]*-?(?:(?:[0-9]\.?){16}|[0-9]+(?:\.[0-9]*)?[eE])"
 _DATE_RE2 = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}\z"
@@ -804,19 +803,12 @@ def _rules_ok(plan: _Plan, frame: _Frame) -> dict[str, pa.Array]:
                 if f.kind == "string_list":
                     flat = pc.list_flatten(v)
                     if len(flat):
-                        hit = _may_hold_valid_id(flat)
+                        hit = _holds_valid_id(flat)
                         if hit.true_count:
                             parents = pc.list_parent_indices(v)
                             out.append(pc.invert(_rows_with(frame.n, pc.filter(parents, hit))))
-                elif f.kind == "timestamp" and vals[f.name].parsed is not None:
-                    # A valid timestamp has runs of 4 digits at most, but for its fraction: only invalid
-                    # ones and those with a fraction of 17 digits or more (37+ characters) are scanned.
-                    scan = pc.or_(pc.is_null(vals[f.name].parsed), _f(pc.greater_equal(pc.utf8_length(v), 37)))
-                    rows = pc.indices_nonzero(scan)
-                    hit = _may_hold_valid_id(pc.take(v, rows))
-                    out.append(pc.invert(_rows_with(frame.n, pc.filter(rows, hit))))
                 else:
-                    out.append(pc.invert(_may_hold_valid_id(v)))
+                    out.append(pc.invert(_holds_valid_id(v)))
         elif rule == "resident_id_check_character":
             for f in plan.fields.values():
                 if f.kind == "resident_id":
@@ -911,58 +903,18 @@ def _in_c(check: str, texts: pa.Array) -> tuple[pa.Array, bytes]:
     return (pc.and_(ok, pc.is_valid(texts)) if texts.null_count else ok), rest
 
 
-def _may_hold_valid_id(texts: pa.Array) -> pa.Array:
-    """Per value: :func:`sanyi.privacy.find_resident_ids` may find an id in it (rule
-    ``resident_id_in_wrong_field``). Exact for a value whose only candidate — 17 digits and a check
-    character between non-digits — is its first run of digits (``S2024…`` ids); True (the reference
-    decides) for values with several candidates or a candidate after other digits."""
-    hits = pc.count_substring_regex(texts, _ID_CANDIDATE).fill_null(0)
-    some = pc.greater(hits, 0)
-    if some.true_count == 0:
-        return some
-    rows = pc.indices_nonzero(some)
-    encoded = pc.dictionary_encode(pc.take(texts, rows))
-    uniq = encoded.dictionary
-    lead = pc.replace_substring_regex(uniq, "^[^0-9]*", "")
-    first_run = _f(pc.match_substring_regex(lead, r"^[0-9]{17}[0-9Xx](?:[^0-9]|\z)"))
-    single = pc.equal(pc.count_substring_regex(uniq, _ID_CANDIDATE), 1)
-    exact = pc.and_(first_run, single)
-    hold_uniq = pc.or_(pc.invert(exact), _leading_id_valid(lead))
-    hold = pc.take(hold_uniq, encoded.indices)
-    return _rows_with(len(texts), pc.filter(rows, hold))
+def _holds_valid_id(texts: pa.Array) -> pa.Array:
+    """Per value: :func:`sanyi.privacy.find_resident_ids` finds an id in it (rule
+    ``resident_id_in_wrong_field``); False for a null."""
+    return _in_c("holding_ids", texts)[0]
 
 
 # ------------------------------------------------------------------------------------- dates and times
-_YEAR_ONE = -62135596800  # 0001-01-01T00:00:00 in seconds since 1970-01-01 (the reference needs years 1-9999)
-
-
-def _wall_seconds(safe: pa.Array, width: int, fmt: str) -> tuple[pa.Array, pa.Array]:
-    """(seconds since 1970-01-01 of the wall time written in the first ``width`` characters, is a real date
-    and time in years 1-9999) for texts whose shape is already checked.
-
-    Arrow's strptime does the calendar arithmetic in one pass and refuses hour 24 or minute 60, but rolls an
-    impossible day or a 60th second over (2025-02-30 becomes March 2): that shows as a day or second
-    different from the one written, so both are compared with the text.
-    """
-    wall = pc.strptime(pc.utf8_slice_codeunits(safe, 0, width), format=fmt, unit="s", error_is_null=True)
-    real = pc.equal(pc.day(wall), _digits(safe, 8, 10))
-    if width > 10:
-        real = pc.and_(real, pc.equal(pc.second(wall), _digits(safe, 17, 19)))
-    seconds = wall.cast(pa.int64()).fill_null(0)  # never null: later arithmetic stays null-free
-    return seconds, _f(pc.and_(real, pc.greater_equal(seconds, _YEAR_ONE)))
-
-
-def _digits(text: pa.Array, start: int, stop: int) -> pa.Array:
-    return pc.cast(pc.utf8_slice_codeunits(text, start, stop), pa.int64())
-
-
 def _parse_dates(vals: pa.Array) -> tuple[pa.Array, pa.Array]:
-    """(days or null, ok) for ``YYYY-MM-DD`` strings that are real calendar dates (contracts.parse_date)."""
-    shaped = _f(pc.match_substring_regex(vals, _DATE_RE2))
-    safe = pc.if_else(shaped, vals, "1970-01-01")
-    seconds, real = _wall_seconds(safe, 10, "%Y-%m-%d")
-    ok = pc.and_(shaped, real)
-    return pc.if_else(ok, pc.divide(seconds, 86400), pa.scalar(None, pa.int64())), ok  # midnights: exact
+    """(days since 1970-01-01 or null, ok) for ``YYYY-MM-DD`` strings that are real calendar dates in years
+    1-9999, as :func:`sanyi.contracts.parse_date` reads them (``sanyi._checks.dates``)."""
+    ok, days = _in_c("dates", vals)
+    return pc.if_else(ok, _int64s(days, len(vals)), pa.scalar(None, pa.int64())), ok
 
 
 def _parse_timestamps(vals: pa.Array) -> tuple[pa.Array, pa.Array]:
@@ -970,8 +922,7 @@ def _parse_timestamps(vals: pa.Array) -> tuple[pa.Array, pa.Array]:
     (``sanyi._checks.timestamps``: shape, calendar, offset, fraction truncated, years 1-9999 in UTC and
     UTC+08:00)."""
     ok, micros = _in_c("timestamps", vals)
-    us = pa.Array.from_buffers(pa.int64(), len(vals), [None, pa.py_buffer(micros)])
-    return pc.if_else(ok, us, pa.scalar(None, pa.int64())), ok
+    return pc.if_else(ok, _int64s(micros, len(vals)), pa.scalar(None, pa.int64())), ok
 
 
 # ======================================================================================= conversion
@@ -1594,8 +1545,9 @@ def _read_plain(plan: _Plan, lines: pa.Array) -> tuple[pa.Table, pa.Array, pa.Ar
     return table, _int64s(plain), _int64s(declined)
 
 
-def _int64s(buffer: bytes) -> pa.Array:
-    return pa.Array.from_buffers(pa.int64(), len(buffer) // 8, [None, pa.py_buffer(buffer)])
+def _int64s(buffer: bytes, n: int | None = None) -> pa.Array:
+    """The int64 values of ``buffer`` (its first ``n``) as an array, without a copy."""
+    return pa.Array.from_buffers(pa.int64(), len(buffer) // 8 if n is None else n, [None, pa.py_buffer(buffer)])
 
 
 def _line_array(data: bytes, starts: list[int]) -> pa.Array:
