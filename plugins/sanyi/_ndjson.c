@@ -17,41 +17,65 @@
 
 enum { ABSENT, NUL, VALUE };
 
+/* An output buffer: a bytes object made before the lines are read, as large as the chunk can need (what a
+ * buffer holds is bounded by the lines' count and bytes), and cut to its length at the end. No growing,
+ * no copy; pages never written are never touched. */
 typedef struct {
+    PyObject *obj;
     char *p;
-    size_t len, cap;
+    size_t len;
 } Buf;
 
-/* 0 when memory runs out; the buffer is then left as it was. */
-static int reserve(Buf *b, size_t extra) {
-    if (b->len + extra <= b->cap)
-        return 1;
-    size_t cap = b->cap ? b->cap : 1024;
-    while (cap < b->len + extra)
-        cap *= 2;
-    char *p = realloc(b->p, cap);
-    if (p == NULL)
+/* 0 with MemoryError set. Needs the GIL. */
+static int buf_new(Buf *b, size_t cap, int zeroed) {
+    b->obj = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)cap);
+    if (b->obj == NULL)
         return 0;
-    b->p = p;
-    b->cap = cap;
+    b->p = PyBytes_AS_STRING(b->obj);
+    b->len = 0;
+    if (zeroed)
+        memset(b->p, 0, cap);
     return 1;
 }
 
-static int put(Buf *b, const void *src, size_t n) {
-    if (!reserve(b, n))
-        return 0;
-    memcpy(b->p + b->len, src, n);
+/* The bytes written, as a new reference (the buffer gives its own up); NULL with an exception set. */
+static PyObject *buf_take(Buf *b, size_t len) {
+    PyObject *obj = b->obj;
+    b->obj = NULL;
+    if (obj != NULL && _PyBytes_Resize(&obj, (Py_ssize_t)len) < 0)
+        return NULL;
+    return obj;
+}
+
+static void put(Buf *b, const void *src, size_t n) {
+    char *dst = b->p + b->len;
+    if (n <= 16) { /* most values: a call to memcpy costs more than the copy */
+        const char *from = src;
+        if (n >= 8) { /* two eight-byte moves, overlapping when n < 16 */
+            uint64_t head, tail;
+            memcpy(&head, from, 8);
+            memcpy(&tail, from + n - 8, 8);
+            memcpy(dst, &head, 8);
+            memcpy(dst + n - 8, &tail, 8);
+        } else {
+            for (size_t k = 0; k < n; k++)
+                dst[k] = from[k];
+        }
+    } else {
+        memcpy(dst, src, n);
+    }
     b->len += n;
-    return 1;
 }
 
-static int put_i32(Buf *b, size_t v) {
+static void put_i32(Buf *b, size_t v) {
     int32_t x = (int32_t)v;
-    return put(b, &x, sizeof x);
+    put(b, &x, sizeof x);
 }
 
-/* One field's output. 's': offsets + data; 'f': doubles; 'b': one byte a row (packed at the end);
- * 'l': lists (offsets into the items) + items (offsets into data) + data. valid: one byte a row. */
+static void set_bit(Buf *bitmap, size_t i) { bitmap->p[i / 8] |= (char)(1u << (i % 8)); }
+
+/* One field's output over the lines read. 's': offsets + data; 'f': doubles; 'b': a bitmap; 'l': lists
+ * (offsets into the items) + items (offsets into data) + data. valid: a bitmap. */
 typedef struct {
     Buf valid, values, offsets, data, lists;
 } Column;
@@ -160,9 +184,17 @@ static const unsigned char *number(const unsigned char *p, const unsigned char *
     return p;
 }
 
-/* memcmp for names of a few bytes, without the call. */
+/* memcmp for names of a few bytes, without the call: eight bytes at a time, then the rest. */
 static int same(const unsigned char *a, const char *b, size_t len) {
-    for (size_t k = 0; k < len; k++)
+    size_t k = 0;
+    for (; k + 8 <= len; k += 8) {
+        uint64_t x, y;
+        memcpy(&x, a + k, 8);
+        memcpy(&y, b + k, 8);
+        if (x != y)
+            return 0;
+    }
+    for (; k < len; k++)
         if (a[k] != (unsigned char)b[k])
             return 0;
     return 1;
@@ -319,82 +351,98 @@ static int read_line(Spec *spec, const unsigned char *p, const unsigned char *en
     return p == end;
 }
 
-/* 0: out of memory. */
-static int append_row(const Spec *spec, Column *cols) {
+/* Row ``row`` of every column, from the tokens of the line just read. */
+static void append_row(const Spec *spec, Column *cols, size_t row) {
     for (Py_ssize_t f = 0; f < spec->n; f++) {
         const Token *t = &spec->tokens[f];
         Column *c = &cols[f];
-        unsigned char valid = t->state == VALUE;
-        if (!put(&c->valid, &valid, 1))
-            return 0;
+        int valid = t->state == VALUE;
+        if (valid)
+            set_bit(&c->valid, row);
         switch (spec->kinds[f]) {
         case 's':
-            if (valid && !put(&c->data, t->s, t->len))
-                return 0;
-            if (!put_i32(&c->offsets, c->data.len))
-                return 0;
+            if (valid)
+                put(&c->data, t->s, t->len);
+            put_i32(&c->offsets, c->data.len);
             break;
         case 'f': {
             double v = valid ? t->number : 0.0;
-            if (!put(&c->values, &v, sizeof v))
-                return 0;
+            put(&c->values, &v, sizeof v);
             break;
         }
-        case 'b': {
-            unsigned char v = valid && t->number != 0;
-            if (!put(&c->values, &v, 1))
-                return 0;
+        case 'b':
+            if (valid && t->number != 0)
+                set_bit(&c->values, row);
             break;
-        }
         case 'l':
             if (valid) {
                 for (size_t k = 0; k < t->items; k++) {
                     const Span *item = &spec->items[t->first_item + k];
-                    if (!put(&c->data, item->s, item->len) || !put_i32(&c->offsets, c->data.len))
-                        return 0;
+                    put(&c->data, item->s, item->len);
+                    put_i32(&c->offsets, c->data.len);
                 }
             }
-            if (!put_i32(&c->lists, (c->offsets.len / sizeof(int32_t)) - 1))
+            put_i32(&c->lists, (c->offsets.len / sizeof(int32_t)) - 1);
+            break;
+        }
+    }
+}
+
+/* The buffers of a column as bytes objects, cut to ``rows``. */
+static PyObject *column_object(char kind, Column *c, size_t rows) {
+    size_t bitmap_len = (rows + 7) / 8;
+    switch (kind) {
+    case 's':
+        return Py_BuildValue("(NNN)", buf_take(&c->valid, bitmap_len), buf_take(&c->offsets, c->offsets.len),
+                             buf_take(&c->data, c->data.len));
+    case 'f':
+        return Py_BuildValue("(NN)", buf_take(&c->valid, bitmap_len), buf_take(&c->values, c->values.len));
+    case 'b':
+        return Py_BuildValue("(NN)", buf_take(&c->valid, bitmap_len), buf_take(&c->values, bitmap_len));
+    default:
+        return Py_BuildValue("(NNNN)", buf_take(&c->valid, bitmap_len), buf_take(&c->lists, c->lists.len),
+                             buf_take(&c->offsets, c->offsets.len), buf_take(&c->data, c->data.len));
+    }
+}
+
+/* Every column's buffers, each as large as ``length`` lines of ``bytes`` in all can need. 0 with
+ * MemoryError set. */
+static int columns_new(const Spec *spec, Column *cols, size_t length, size_t bytes) {
+    size_t bitmap_len = (length + 7) / 8;
+    for (Py_ssize_t f = 0; f < spec->n; f++) {
+        Column *c = &cols[f];
+        if (!buf_new(&c->valid, bitmap_len, 1))
+            return 0;
+        switch (spec->kinds[f]) {
+        case 's': /* the values of one field lie apart in the lines: at most their bytes */
+            if (!buf_new(&c->offsets, 4 * (length + 1), 0) || !buf_new(&c->data, bytes, 0))
                 return 0;
+            put_i32(&c->offsets, 0);
+            break;
+        case 'f':
+            if (!buf_new(&c->values, 8 * length, 0))
+                return 0;
+            break;
+        case 'b':
+            if (!buf_new(&c->values, bitmap_len, 1))
+                return 0;
+            break;
+        case 'l': /* each item takes two quotes at least */
+            if (!buf_new(&c->lists, 4 * (length + 1), 0) || !buf_new(&c->offsets, 4 * (bytes / 2 + 1), 0)
+                || !buf_new(&c->data, bytes, 0))
+                return 0;
+            put_i32(&c->lists, 0);
+            put_i32(&c->offsets, 0);
             break;
         }
     }
     return 1;
 }
 
-/* One byte a row (0 or 1) packed into an Arrow bitmap, least significant bit first. */
-static PyObject *bitmap(const Buf *bytes) {
-    size_t rows = bytes->len;
-    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)((rows + 7) / 8));
-    if (out == NULL)
-        return NULL;
-    unsigned char *bits = (unsigned char *)PyBytes_AS_STRING(out);
-    memset(bits, 0, (rows + 7) / 8);
-    for (size_t i = 0; i < rows; i++)
-        if (bytes->p[i])
-            bits[i / 8] |= (unsigned char)(1u << (i % 8));
-    return out;
-}
-
-static PyObject *as_bytes(const Buf *b) { return PyBytes_FromStringAndSize(b->len ? b->p : "", (Py_ssize_t)b->len); }
-
-static PyObject *column_object(char kind, const Column *c) {
-    switch (kind) {
-    case 's':
-        return Py_BuildValue("(NNN)", bitmap(&c->valid), as_bytes(&c->offsets), as_bytes(&c->data));
-    case 'f':
-        return Py_BuildValue("(NN)", bitmap(&c->valid), as_bytes(&c->values));
-    case 'b':
-        return Py_BuildValue("(NN)", bitmap(&c->valid), bitmap(&c->values));
-    default:
-        return Py_BuildValue("(NNNN)", bitmap(&c->valid), as_bytes(&c->lists), as_bytes(&c->offsets),
-                             as_bytes(&c->data));
-    }
-}
-
-/* 1 done; 0 out of memory. Runs without the GIL: touches no Python object. */
-static int read_all(Spec *spec, Column *cols, const int32_t *offsets, const unsigned char *data,
-                    Py_ssize_t length, Py_ssize_t max_line, Buf *plain, Buf *declined) {
+/* The number of lines read, or -1 when memory ran out. Runs without the GIL: touches no Python object. */
+static Py_ssize_t read_all(Spec *spec, Column *cols, const int32_t *offsets, const unsigned char *data,
+                           Py_ssize_t length, Py_ssize_t max_line, Buf *plain, Buf *declined) {
+    size_t rows = 0;
     for (Py_ssize_t i = 0; i < length; i++) {
         const unsigned char *p = data + offsets[i], *end = data + offsets[i + 1];
         int64_t line = (int64_t)i;
@@ -404,16 +452,16 @@ static int read_all(Spec *spec, Column *cols, const int32_t *offsets, const unsi
                 end--;
             got = read_line(spec, p, end);
             if (got < 0)
-                return 0;
+                return -1;
         }
         if (got) {
-            if (!append_row(spec, cols) || !put(plain, &line, sizeof line))
-                return 0;
-        } else if (!put(declined, &line, sizeof line)) {
-            return 0;
+            append_row(spec, cols, rows++);
+            put(plain, &line, sizeof line);
+        } else {
+            put(declined, &line, sizeof line);
         }
     }
-    return 1;
+    return (Py_ssize_t)rows;
 }
 
 PyDoc_STRVAR(read_plain_lines_doc,
@@ -428,11 +476,10 @@ PyDoc_STRVAR(read_plain_lines_doc,
 static PyObject *read_plain_lines(PyObject *Py_UNUSED(module), PyObject *args) {
     PyObject *names, *result = NULL, *columns = NULL;
     Py_buffer kinds_buf, offsets_buf, data_buf;
-    Py_ssize_t offset, length, max_line;
+    Py_ssize_t offset, length, max_line, rows = 0;
     Spec spec = {0};
     Column *cols = NULL;
     Buf plain = {0}, declined = {0};
-    int ok = 0;
 
     if (!PyArg_ParseTuple(args, "O!y*y*y*nnn", &PyTuple_Type, &names, &kinds_buf, &offsets_buf, &data_buf,
                           &offset, &length, &max_line))
@@ -478,17 +525,15 @@ static PyObject *read_plain_lines(PyObject *Py_UNUSED(module), PyObject *args) {
         }
         spec.names[f] = PyBytes_AS_STRING(name);
         spec.lengths[f] = PyBytes_GET_SIZE(name);
-        char kind = spec.kinds[f];
-        if ((kind == 's' && !put_i32(&cols[f].offsets, 0))
-            || (kind == 'l' && (!put_i32(&cols[f].offsets, 0) || !put_i32(&cols[f].lists, 0)))) {
-            PyErr_NoMemory();
-            goto done;
-        }
     }
+    size_t bytes = length ? (size_t)(offsets[length] - offsets[0]) : 0;
+    if (!columns_new(&spec, cols, (size_t)length, bytes) || !buf_new(&plain, 8 * (size_t)length, 0)
+        || !buf_new(&declined, 8 * (size_t)length, 0))
+        goto done;
     Py_BEGIN_ALLOW_THREADS
-    ok = read_all(&spec, cols, offsets, data_buf.buf, length, max_line, &plain, &declined);
+    rows = read_all(&spec, cols, offsets, data_buf.buf, length, max_line, &plain, &declined);
     Py_END_ALLOW_THREADS
-    if (!ok) {
+    if (rows < 0) {
         PyErr_NoMemory();
         goto done;
     }
@@ -496,22 +541,22 @@ static PyObject *read_plain_lines(PyObject *Py_UNUSED(module), PyObject *args) {
     if (columns == NULL)
         goto done;
     for (Py_ssize_t f = 0; f < spec.n; f++) {
-        PyObject *col = column_object(spec.kinds[f], &cols[f]);
+        PyObject *col = column_object(spec.kinds[f], &cols[f], (size_t)rows);
         if (col == NULL)
             goto done;
         PyList_SET_ITEM(columns, f, col);
     }
-    result = Py_BuildValue("(NNO)", as_bytes(&plain), as_bytes(&declined), columns);
+    result = Py_BuildValue("(NNO)", buf_take(&plain, plain.len), buf_take(&declined, declined.len), columns);
 
 done:
     Py_XDECREF(columns);
     if (cols != NULL) {
         for (Py_ssize_t f = 0; f < spec.n; f++) {
-            free(cols[f].valid.p);
-            free(cols[f].values.p);
-            free(cols[f].offsets.p);
-            free(cols[f].data.p);
-            free(cols[f].lists.p);
+            Py_XDECREF(cols[f].valid.obj);
+            Py_XDECREF(cols[f].values.obj);
+            Py_XDECREF(cols[f].offsets.obj);
+            Py_XDECREF(cols[f].data.obj);
+            Py_XDECREF(cols[f].lists.obj);
         }
     }
     PyMem_Free(cols);
@@ -519,8 +564,8 @@ done:
     PyMem_Free(spec.lengths);
     PyMem_Free(spec.tokens);
     free(spec.items);
-    free(plain.p);
-    free(declined.p);
+    Py_XDECREF(plain.obj);
+    Py_XDECREF(declined.obj);
     PyBuffer_Release(&kinds_buf);
     PyBuffer_Release(&offsets_buf);
     PyBuffer_Release(&data_buf);
