@@ -215,6 +215,20 @@ def test_a_chunk_of_plain_lines_is_read_without_arrow(monkeypatch) -> None:
     assert result.good.column("_line_no").to_pylist() == list(range(1, 51))  # back in the file's order
 
 
+def test_line_starts() -> None:
+    def reference(data: bytes) -> list[int]:
+        starts = [0] + [i + 1 for i, b in enumerate(data) if b == ord("\n")]
+        return starts if starts[-1] == len(data) else [*starts, len(data)]
+
+    @SETTINGS
+    @given(data=st.binary(max_size=40) | st.lists(st.sampled_from([b"\n", b"ab", b"\r\n", b"{}"])).map(b"".join))
+    def run(data: bytes) -> None:
+        assert fastpath.line_starts(data) == reference(data)
+
+    run()
+    assert fastpath.line_starts(memoryview(b"a\nb")) == [0, 2, 3]
+
+
 def test_malformed_calls_are_refused_before_any_byte_is_read() -> None:
     names, kinds = (b"a",), b"s"
     data = b'{"a": "x"}\n'

@@ -572,7 +572,47 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(line_starts_doc,
+"line_starts(data) -> list\n\n"
+"Offsets where each line of ``data`` starts, and the end of the data (a last line may lack its line\n"
+"break): [0, after each line break..., len(data)], without a repeated end.");
+
+static PyObject *line_starts(PyObject *Py_UNUSED(module), PyObject *arg) {
+    Py_buffer data;
+    if (PyObject_GetBuffer(arg, &data, PyBUF_SIMPLE) < 0)
+        return NULL;
+    PyObject *out = PyList_New(0), *item = NULL;
+    const char *base = data.buf, *p = base, *end = base + data.len;
+    if (out == NULL)
+        goto fail;
+    item = PyLong_FromSsize_t(0);
+    if (item == NULL || PyList_Append(out, item) < 0)
+        goto fail;
+    Py_CLEAR(item);
+    while (p < end && (p = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+        p++;
+        item = PyLong_FromSsize_t(p - base);
+        if (item == NULL || PyList_Append(out, item) < 0)
+            goto fail;
+        Py_CLEAR(item);
+    }
+    if (data.len > 0 && base[data.len - 1] != '\n') {
+        item = PyLong_FromSsize_t(data.len);
+        if (item == NULL || PyList_Append(out, item) < 0)
+            goto fail;
+        Py_CLEAR(item);
+    }
+    PyBuffer_Release(&data);
+    return out;
+fail:
+    Py_XDECREF(item);
+    Py_XDECREF(out);
+    PyBuffer_Release(&data);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
+    {"line_starts", line_starts, METH_O, line_starts_doc},
     {"read_plain_lines", read_plain_lines, METH_VARARGS, read_plain_lines_doc},
     {NULL, NULL, 0, NULL},
 };
