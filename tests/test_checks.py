@@ -257,3 +257,10 @@ def test_malformed_calls_are_refused_before_any_byte_is_read() -> None:
                 pytest.fail(name)
     valid, micros = _checks.timestamps(good, data, 0, 1)
     assert valid == b"\x01" and int.from_bytes(micros, "little") == 1704067200 * 10**6
+
+
+def test_a_missing_build_says_how_to_build_it() -> None:
+    import sanyi
+
+    with pytest.raises(ImportError, match=r"sanyi\._nowhere is not built: install the package \(`make venv`"):
+        sanyi.extension("_nowhere")

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import threading
-import time
 from decimal import Decimal
 from typing import Any
 
@@ -23,6 +21,7 @@ from sanyi import _ndjson, contracts, fastpath
 from sanyi.contracts import get_dataset
 from test_contracts import VALID
 from test_differential import PAIRS, SETTINGS, SETTLE, dump, line_with, ndjson_texts
+from test_privacy import assert_lets_other_threads_run
 
 
 def read(ds: contracts.Dataset, lines: list[str]) -> tuple[pa.Table, list[int], list[int]]:
@@ -265,21 +264,6 @@ def test_the_reader_lets_other_threads_run_while_it_reads() -> None:
     arr = fastpath._line_array(data, fastpath.line_starts(data))
     names, kinds = fastpath._reader_fields(ds)
     _, offsets, buf = arr.buffers()
-    window: list[float] = []
-
-    def read_them() -> None:
-        window.append(time.perf_counter())
-        _ndjson.read_plain_lines(names, kinds, offsets, buf, 0, len(arr), 10**6)
-        window.append(time.perf_counter())
-
-    worker = threading.Thread(target=read_them)
-    turns: list[float] = []
-    worker.start()
-    while worker.is_alive():
-        turns.append(time.perf_counter())
-    worker.join()
-    start, end = window
-    inside = [start] + [t for t in turns if start < t < end] + [end]
-    longest_wait = max(b - a for a, b in zip(inside, inside[1:], strict=False))
-    assert end - start > 0.02, "too few lines to see the reading"
-    assert longest_wait < (end - start) / 2, f"no turn for {longest_wait:.3f} s of a {end - start:.3f} s call"
+    assert_lets_other_threads_run(
+        lambda: _ndjson.read_plain_lines(names, kinds, offsets, buf, 0, len(arr), 10**6), "reading"
+    )

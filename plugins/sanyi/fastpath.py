@@ -1471,8 +1471,8 @@ def _structural_suspects(plan: _Plan, data: bytes, lines: pa.Array, *, screen: b
 
     ``screen`` adds the lines :func:`_screened` finds, in the same regex pass, which costs about what the
     screen alone costs (measured per byte of a 16 MiB chunk: the long-number pattern 0.65 ns, which RE2 skips
-    through from colon to colon; the screen 2.1 ns; both 2.2 ns). The screen is the pass's main cost: about
-    0.7 of a load's 12 CPU-seconds per million lines when a file has lines Arrow stops at."""
+    through from colon to colon; the screen 2.1 ns; both 2.2 ns). Only the lines the C reader declined are
+    given to it (:func:`check_ndjson`)."""
     n = len(lines)
     if not plan.supported:
         return _trues(n)
