@@ -135,6 +135,9 @@ def _plain_sample() -> str:
     return dump(VALID[SETTLE])
 
 
+EVERY_ESCAPE = r'"\" \\ \/ \b \f \n \r \t \u00e9 \u7cd6 \ud83d\ude00 \u001F"'
+# The code points on either side of each UTF-8 length, and the first and last pairs of surrogates.
+UTF8_EDGES = r'"\u0001\u007F\u0080\u07FF\u0800\uFFFF\uD800\uDC00\uDBFF\uDFFF"'
 # Each: a settlement line as written, and whether the reader reads it (else Arrow and the reference do).
 LINES = [
     ("sample", lambda s: s, True),
@@ -145,8 +148,19 @@ LINES = [
     ("empty object", lambda s: "{}", True),
     ("one member", lambda s: '{"line_no": 1}', True),
     ("non-ASCII text", lambda s: s.replace('"E11.9"', '"E11.9 糖尿病"'), True),
-    ("escaped quote", lambda s: s.replace('"E11.9"', '"E11.9\\""'), False),
-    ("escaped letter", lambda s: s.replace('"E11.9"', '"\\u0045\\u0031\\u0031.9"'), False),
+    ("escaped quote", lambda s: s.replace('"E11.9"', '"E11.9\\""'), True),
+    ("escaped letters", lambda s: s.replace('"E11.9"', '"\\u0045\\u0031\\u0031.9"'), True),
+    ("every escape", lambda s: s.replace('"E11.9"', EVERY_ESCAPE), True),
+    ("the edges of UTF-8", lambda s: s.replace('"E11.9"', UTF8_EDGES), True),
+    ("escaped text only", lambda s: s.replace('"E11.9"', '"\\u7cd6\\u5c3f\\u75c5"'), True),
+    ("a lone high surrogate", lambda s: s.replace('"E11.9"', '"\\ud83d x"'), False),
+    ("a lone low surrogate", lambda s: s.replace('"E11.9"', '"\\ude00"'), False),
+    ("two high surrogates", lambda s: s.replace('"E11.9"', '"\\ud83d\\ud83d"'), False),
+    ("an escaped NUL", lambda s: s.replace('"E11.9"', '"a\\u0000"'), False),
+    ("an escape that is not JSON", lambda s: s.replace('"E11.9"', '"a\\x41"'), False),
+    ("a short \\u escape", lambda s: s.replace('"E11.9"', '"a\\u12"'), False),
+    ("a \\u escape without hex", lambda s: s.replace('"E11.9"', '"a\\u12g4"'), False),
+    ("a backslash at the end", lambda s: s.replace('"E11.9"', '"a\\'), False),
     ("tab inside a string", lambda s: s.replace('"E11.9"', '"E11.9\t"'), False),
     ("bare CR", lambda s: s.replace(", ", ",\r ", 1), False),
     ("space before the object", lambda s: " " + s, False),
@@ -183,7 +197,8 @@ def test_a_list_field_reads_strings_and_null_and_declines_the_rest() -> None:
         '[null]': False,
         "[1]": False,
         '["a",]': False,
-        '["a\\n"]': False,
+        '["a\\n", "\\u7cd6"]': True,
+        '["a\\u0000"]': False,
         '"8123"': False,
     }
     lines = [line_with(SETTLE, "trace_codes", raw) for raw in cases]
@@ -207,7 +222,7 @@ def test_a_chunk_of_plain_lines_is_read_without_arrow(monkeypatch) -> None:
     real = fastpath._read_json
     monkeypatch.setattr(fastpath, "_read_json", lambda plan, buf: calls.append(len(buf)) or real(plan, buf))
     lines = [line_with(SETTLE, "line_no", str(i + 1)) for i in range(50)]
-    lines[7] = lines[7].replace('"E11.9"', '"E\\u00311.9"')  # declined: Arrow reads this one
+    lines[7] = lines[7] + " "  # declined (a space after the object): Arrow reads this one
     result = fastpath.check_ndjson(ds, ("\n".join(lines) + "\n").encode(), 1)
     assert calls == [len(lines[7]) + 1]
     assert result.good.num_rows == 50 and not result.rejected and result.fallback == 0

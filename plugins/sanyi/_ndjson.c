@@ -2,11 +2,12 @@
  *
  * Why C: Arrow's JSON reader costs about as much CPU as all of Sanyi's checks together, and the checks
  * then scan every line again with a regex for what Arrow would stop at or read inexactly. Most lines of a
- * real file are plain: one flat object of the contract's members, each once, strings without escapes,
- * numbers of at most 15 digits. Such a line is read here in one pass, into exactly the values Arrow gives
- * (a number of at most 15 digits is an exact integer over an exact power of ten, and IEEE division rounds
- * it as a correct decimal parse does). Every other line is declined, and sanyi/fastpath.py gives it to
- * Arrow and the reference as before: declining is always safe, accepting must be exact. */
+ * real file are plain: one flat object of the contract's members, each once, strings whose escapes are
+ * JSON's (a lone surrogate and \u0000 are not taken), numbers of at most 15 digits. Such a line is read
+ * here in one pass, into exactly the values Arrow gives (a number of at most 15 digits is an exact integer
+ * over an exact power of ten, and IEEE division rounds it as a correct decimal parse does). Every other
+ * line is declined, and sanyi/fastpath.py gives it to Arrow and the reference as before: declining is
+ * always safe, accepting must be exact. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
@@ -67,6 +68,51 @@ static void put(Buf *b, const void *src, size_t n) {
     b->len += n;
 }
 
+static int hex4(const unsigned char *p);
+static size_t utf8(unsigned cp, char *out);
+
+/* A JSON string's text with its escapes decoded (string_end has checked them). Never longer than the
+ * text: each escape is at least as long as what it stands for. */
+static void put_string(Buf *b, const unsigned char *p, size_t len, int escaped) {
+    if (!escaped) {
+        put(b, p, len);
+        return;
+    }
+    const unsigned char *end = p + len;
+    char *out = b->p + b->len;
+    while (p < end) {
+        const unsigned char *slash = memchr(p, '\\', (size_t)(end - p));
+        size_t run = (size_t)((slash != NULL ? slash : end) - p);
+        memcpy(out, p, run);
+        out += run;
+        p += run;
+        if (slash == NULL)
+            break;
+        switch (p[1]) {
+        case 'b': *out++ = '\b'; p += 2; break;
+        case 'f': *out++ = '\f'; p += 2; break;
+        case 'n': *out++ = '\n'; p += 2; break;
+        case 'r': *out++ = '\r'; p += 2; break;
+        case 't': *out++ = '\t'; p += 2; break;
+        case 'u': {
+            unsigned cp = (unsigned)hex4(p + 2);
+            if (cp >= 0xD800 && cp <= 0xDBFF) { /* a pair: string_end checked the low half */
+                cp = 0x10000 + ((cp - 0xD800) << 10) + ((unsigned)hex4(p + 8) - 0xDC00);
+                p += 12;
+            } else {
+                p += 6;
+            }
+            out += utf8(cp, out);
+            break;
+        }
+        default: /* the quote, the backslash and the slash stand for themselves */
+            *out++ = (char)p[1];
+            p += 2;
+        }
+    }
+    b->len = (size_t)(out - b->p);
+}
+
 static void put_i32(Buf *b, size_t v) {
     int32_t x = (int32_t)v;
     put(b, &x, sizeof x);
@@ -80,19 +126,20 @@ typedef struct {
     Buf valid, values, offsets, data, lists;
 } Column;
 
+/* A JSON string of the line: its text between the quotes, and whether that has escapes to decode. */
+typedef struct {
+    const unsigned char *s;
+    size_t len;
+    int escaped;
+} Span;
+
 /* One field of the line being read: where its value is, until the whole line is known to be plain. */
 typedef struct {
     int state;
-    const unsigned char *s;
-    size_t len;
+    Span str;
     double number;
     size_t first_item, items;
 } Token;
-
-typedef struct {
-    const unsigned char *s;
-    size_t len;
-} Span;
 
 typedef struct {
     Py_ssize_t n;
@@ -117,29 +164,96 @@ static const unsigned char *skip_ws(const unsigned char *p, const unsigned char 
 #define ONES 0x0101010101010101ULL
 #define HIGHS 0x8080808080808080ULL
 
-/* After the opening quote: the closing quote, or NULL for an escape, a control character or no end.
- * Eight bytes at a time while none of them is a quote, a backslash or below 0x20 (the usual bit tricks:
- * a word has a byte below n iff (v - n*ONES) & ~v & HIGHS is not 0, for n <= 128); the first word that
- * may have one is read byte by byte. */
-static const unsigned char *string_end(const unsigned char *p, const unsigned char *end) {
-    while (end - p >= 8) {
-        uint64_t v, q, b;
-        memcpy(&v, p, 8);
-        q = v ^ (ONES * '"');
-        b = v ^ (ONES * '\\');
-        if ((((q - ONES) & ~q) | ((b - ONES) & ~b) | ((v - ONES * 0x20) & ~v)) & HIGHS)
-            break;
-        p += 8;
+static int hex4(const unsigned char *p) {
+    int v = 0;
+    for (int k = 0; k < 4; k++) {
+        unsigned char c = p[k];
+        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        if (d < 0)
+            return -1;
+        v = v * 16 + d;
     }
-    while (p < end) {
+    return v;
+}
+
+/* At a backslash: the length of its escape (6 for \uXXXX, 12 for a surrogate pair), or 0 for one that is
+ * not JSON, a lone surrogate or \u0000 (declined: Arrow's and Python's readers may differ on them). */
+static size_t escape_length(const unsigned char *p, const unsigned char *end) {
+    if (end - p < 2)
+        return 0;
+    if (strchr("\"\\/bfnrt", p[1]) != NULL && p[1] != '\0')
+        return 2;
+    if (p[1] != 'u' || end - p < 6)
+        return 0;
+    int cp = hex4(p + 2);
+    if (cp <= 0 || (cp >= 0xDC00 && cp <= 0xDFFF))
+        return 0;
+    if (cp < 0xD800 || cp > 0xDBFF)
+        return 6;
+    if (end - p < 12 || p[6] != '\\' || p[7] != 'u')
+        return 0;
+    int low = hex4(p + 8);
+    return low >= 0xDC00 && low <= 0xDFFF ? 12 : 0;
+}
+
+/* After the opening quote: the closing quote (``*escaped`` set when escapes came before it), or NULL for
+ * a control character, an escape declined by escape_length, or no end. Eight bytes at a time while none of
+ * them is a quote, a backslash or below 0x20 (the usual bit tricks: a word has a byte below n iff
+ * (v - n*ONES) & ~v & HIGHS is not 0, for n <= 128); the first word that may have one is read byte by
+ * byte. */
+static const unsigned char *string_end(const unsigned char *p, const unsigned char *end, int *escaped) {
+    *escaped = 0;
+    for (;;) {
+        while (end - p >= 8) {
+            uint64_t v, q, b;
+            memcpy(&v, p, 8);
+            q = v ^ (ONES * '"');
+            b = v ^ (ONES * '\\');
+            if ((((q - ONES) & ~q) | ((b - ONES) & ~b) | ((v - ONES * 0x20) & ~v)) & HIGHS)
+                break;
+            p += 8;
+        }
+        if (p >= end)
+            return NULL;
         unsigned char c = *p;
         if (c == '"')
             return p;
-        if (c == '\\' || c < 0x20)
+        if (c < 0x20)
             return NULL;
-        p++;
+        if (c == '\\') {
+            size_t n = escape_length(p, end);
+            if (n == 0)
+                return NULL;
+            *escaped = 1;
+            p += n;
+        } else {
+            p++;
+        }
     }
-    return NULL;
+}
+
+/* The UTF-8 of code point ``cp`` (not a surrogate) at ``out``; its length. */
+static size_t utf8(unsigned cp, char *out) {
+    if (cp < 0x80) {
+        out[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        out[0] = (char)(0xC0 | (cp >> 6));
+        out[1] = (char)(0x80 | (cp & 0x3F));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        out[0] = (char)(0xE0 | (cp >> 12));
+        out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        out[2] = (char)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    out[0] = (char)(0xF0 | (cp >> 18));
+    out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+    out[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+    out[3] = (char)(0x80 | (cp & 0x3F));
+    return 4;
 }
 
 static int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
@@ -212,7 +326,7 @@ static int lookup(Spec *spec, const unsigned char *key, size_t len) {
 }
 
 /* -1: out of memory. */
-static int push_item(Spec *spec, const unsigned char *s, size_t len) {
+static int push_item(Spec *spec, const unsigned char *s, size_t len, int escaped) {
     if (spec->items_len == spec->items_cap) {
         size_t cap = spec->items_cap ? spec->items_cap * 2 : 64;
         Span *items = realloc(spec->items, cap * sizeof(Span));
@@ -223,6 +337,7 @@ static int push_item(Spec *spec, const unsigned char *s, size_t len) {
     }
     spec->items[spec->items_len].s = s;
     spec->items[spec->items_len].len = len;
+    spec->items[spec->items_len].escaped = escaped;
     spec->items_len++;
     return 0;
 }
@@ -275,11 +390,11 @@ static int read_line(Spec *spec, const unsigned char *p, const unsigned char *en
                 case 's': {
                     if (*p != '"')
                         return 0;
-                    const unsigned char *close = string_end(p + 1, end);
+                    const unsigned char *close = string_end(p + 1, end, &t->str.escaped);
                     if (close == NULL)
                         return 0;
-                    t->s = p + 1;
-                    t->len = (size_t)(close - p - 1);
+                    t->str.s = p + 1;
+                    t->str.len = (size_t)(close - p - 1);
                     p = close + 1;
                     break;
                 }
@@ -310,10 +425,11 @@ static int read_line(Spec *spec, const unsigned char *p, const unsigned char *en
                         for (;;) {
                             if (p >= end || *p != '"')
                                 return 0;
-                            const unsigned char *close = string_end(p + 1, end);
+                            int escaped;
+                            const unsigned char *close = string_end(p + 1, end, &escaped);
                             if (close == NULL)
                                 return 0;
-                            if (push_item(spec, p + 1, (size_t)(close - p - 1)) < 0)
+                            if (push_item(spec, p + 1, (size_t)(close - p - 1), escaped) < 0)
                                 return -1;
                             p = skip_ws(close + 1, end);
                             if (p < end && *p == ',') {
@@ -362,7 +478,7 @@ static void append_row(const Spec *spec, Column *cols, size_t row) {
         switch (spec->kinds[f]) {
         case 's':
             if (valid)
-                put(&c->data, t->s, t->len);
+                put_string(&c->data, t->str.s, t->str.len, t->str.escaped);
             put_i32(&c->offsets, c->data.len);
             break;
         case 'f': {
@@ -378,7 +494,7 @@ static void append_row(const Spec *spec, Column *cols, size_t row) {
             if (valid) {
                 for (size_t k = 0; k < t->items; k++) {
                     const Span *item = &spec->items[t->first_item + k];
-                    put(&c->data, item->s, item->len);
+                    put_string(&c->data, item->s, item->len, item->escaped);
                     put_i32(&c->offsets, c->data.len);
                 }
             }

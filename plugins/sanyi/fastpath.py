@@ -9,17 +9,17 @@ find the row valid). Acceptance is sound by construction; ``tests/test_different
 two paths agree. For a rejected row whose shape was cleared, the reference runs only on the fields and
 rules that failed (:func:`_judge`), which gives the same errors at a fraction of the cost.
 
-NDJSON (:func:`check_ndjson`): the plain lines — a flat object of contract fields, strings without escapes,
-numbers of at most 15 digits — are read in one pass by the C reader ``sanyi._ndjson`` (:func:`_read_plain`)
-into exactly what Arrow's reader gives; the others are screened (:func:`_structural_suspects`) and the rest
-parsed by ``pyarrow.json`` in ~1 MiB pieces on a small thread pool with an explicit schema (numbers as
-float64); then every field, conditional and business rule is checked column-wise (dates, timestamps and
-resident ids by the C kernels of ``sanyi._checks``). A line whose members are the
-problem (one unknown to the contract, one missing, a value of the wrong JSON type) is read by the reference
-reader and written again with only the contract fields of the right type (:func:`_repaired`), so that a
-file out of step with the contract on every line is still checked column-wise. CSV (:func:`iter_csv`): quote-free
-pieces are cut by ``pyarrow.csv`` as text; a file with quotes continues through Python's ``csv`` module as
-the reference reads it; the checks are the same.
+NDJSON (:func:`check_ndjson`): the plain lines — a flat object of contract fields, strings with JSON's
+escapes at most, numbers of at most 15 digits — are read in one pass by the C reader ``sanyi._ndjson``
+(:func:`_read_plain`) into exactly what Arrow's reader gives; the others are screened
+(:func:`_structural_suspects`) and the rest parsed by ``pyarrow.json`` in ~1 MiB pieces on a small thread
+pool with an explicit schema (numbers as float64); then every field, conditional and business rule is
+checked column-wise (dates, timestamps and resident ids by the C kernels of ``sanyi._checks``). A line whose
+members are the problem (one unknown to the contract, one missing, a value of the wrong JSON type) is read
+by the reference reader and written again with only the contract fields of the right type
+(:func:`_repaired`), so that a file out of step with the contract on every line is still checked
+column-wise. CSV (:func:`iter_csv`): quote-free pieces are cut by ``pyarrow.csv`` as text; a file with
+quotes continues through Python's ``csv`` module as the reference reads it; the checks are the same.
 
 Traps this module is built around (each has a differential test):
 
@@ -1519,8 +1519,9 @@ def _reader_fields(ds: Dataset) -> tuple[tuple[bytes, ...], bytes]:
 def _read_plain(plan: _Plan, lines: pa.Array) -> tuple[pa.Table, pa.Array, pa.Array]:
     """(the plain lines as Arrow would read them, their indices, the indices of the other lines).
 
-    Plain: one flat object of contract fields, each once, strings without escapes, numbers of at most 15
-    digits without exponent, no line over the reference's size limit. ``sanyi._ndjson`` reads them in one
+    Plain: one flat object of contract fields, each once, strings whose escapes are JSON's (no lone
+    surrogate, no ``\u0000``), numbers of at most 15 digits without exponent, no line over the
+    reference's size limit. ``sanyi._ndjson`` reads them in one
     pass without the GIL, into the values Arrow's reader gives (tests/test_ndjson_reader.py compares the
     two); every other line is declined and goes to Arrow and the reference as before."""
     names, kinds = _reader_fields(plan.ds)
