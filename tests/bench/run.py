@@ -7,7 +7,7 @@ Sizes scale with ``BENCH_LINES`` (default 1,000,000 = N):
   N-line trace-events CSV (1 % invalid records each), next to record-by-record ``jsonschema`` (Sanyi's
   reference validator, and the bare ``jsonschema`` package) and a raw Arrow parse of the same files;
   and for an N/10-line NDJSON whose every line is rejected (an unknown member on each); with each ingest's
-  CPU-seconds split by what its threads do (:data:`THREAD_ROLES`: validation, Arrow parse, file read,
+  CPU-seconds split by what its threads do (:data:`THREAD_ROLES`: validation, file read,
   Parquet writes…, sampled during the load), so that what limits the rate shows in every run;
 - the ingest's floor: the CPU-seconds of the work any ingest of the NDJSON file does, checks left out
   (hash, parse, pseudonyms, Parquet write; :func:`child_floor`), spread over every core — the best rate,
@@ -179,7 +179,7 @@ def child_ingest(fmt: str, path: str, work: str) -> dict[str, Any]:
 THREAD_ROLES = {
     "MainThread": "loading thread",  # pseudonyms, errors file, quarantine rows, commits
     "sanyi-validate": "validation",  # screen, checks, the exact errors of rejected lines
-    "sanyi-parse": "Arrow parse",
+    "sanyi-parse": "Arrow parse",  # the lines the C reader declined (in the validation threads otherwise)
     "sanyi-csv": "CSV batches",
     "sanyi-load-read": "file read",  # the read, its SHA-256, the chunks' lines
     "sanyi-keys": "duplicate keys",
