@@ -275,7 +275,7 @@ def test_malformed_calls_are_refused_before_any_byte_is_read() -> None:
 def test_the_reader_lets_other_threads_run_while_it_reads() -> None:
     # Why it is in C: the validator threads read chunks side by side, and the loader goes on meanwhile.
     ds = get_dataset(*SETTLE)
-    data = ((_plain_sample() + "\n") * 60_000).encode()
+    data = ((_plain_sample() + "\n") * 200_000).encode()  # about 90 MB: 0.1 s of reading here
     arr = fastpath._line_array(data, fastpath.line_starts(data))
     names, kinds = fastpath._reader_fields(ds)
     _, offsets, buf = arr.buffers()

@@ -14,11 +14,11 @@ import json
 
 import pytest
 
+from guarantees import find_leaks
 from s3.support import S3Env
 from samples import division, ndjson, resident_id, settlement
 from sanyi.config import Settings
 from sanyi.ledger import Ledger
-from sanyi.privacy import find_resident_ids
 from sanyi.warehouse import QUARANTINE, Warehouse
 
 SETTLE = "insurance/settlements/2024-10-01/s1.ndjson"
@@ -112,12 +112,10 @@ def test_ingest_dag_over_s3_end_to_end_and_a_second_run_changes_nothing(profile,
     assert ledger[SETTLE].arrived_at == arrived and ledger[SETTLE].status == "loaded_with_rejections"
     assert {row.status for row in ledger.values()} == {"loaded", "loaded_with_rejections", "rejected"}
 
-    # No raw resident id in anything written outside the landing bucket.
-    for obj_key in _objects(client, "receipts"):
-        text = client.get_object(Bucket="receipts", Key=obj_key)["Body"].read().decode()
-        assert find_resident_ids(text) == [], obj_key
-    for name in wh.table_names():
-        assert find_resident_ids(json.dumps(wh.scan(name).to_pylist(), default=str, ensure_ascii=False)) == []
+    # No raw resident id in anything written outside the landing bucket (receipts, error files, every
+    # warehouse row). The shared scan, not find_resident_ids on the texts: a receipt's 63-bit snapshot id
+    # passes the id check by chance about once in a hundred (seen once in a full run).
+    assert find_leaks(settings) == {}
 
     # A second run finds nothing new: same snapshots, ledger, receipts and warehouse objects.
     snapshots = wh.snapshot_ids()
