@@ -182,8 +182,9 @@ static int hex4(const unsigned char *p) {
     return v;
 }
 
-/* At a backslash: the length of its escape (6 for \uXXXX, 12 for a surrogate pair), or 0 for one that is
- * not JSON, a lone surrogate or \u0000 (declined: Arrow's and Python's readers may differ on them). */
+/* At a backslash: the length of its escape (2 for a letter, 6 for \u and four hex digits, 12 for a
+ * surrogate pair), or 0 for one that is not JSON, a lone surrogate or \u0000 (declined: Arrow's and
+ * Python's readers may differ on them). */
 static size_t escape_length(const unsigned char *p, const unsigned char *end) {
     if (end - p < 2)
         return 0;
