@@ -1,11 +1,12 @@
-/* Four of the validator's per-value checks over a whole Arrow string array, without the GIL.
+/* Five of the validator's per-value checks over a whole Arrow string array, without the GIL.
  *
  * Why C: done with Arrow's kernels, an RFC 3339 timestamp took a regex, a strptime and a dozen slices and
  * casts (15 ms of a 16 MiB chunk's 100), a resident id's check character seven lookups and casts (10 ms),
- * and the search for ids in other fields regexes and a dictionary (7 ms); here each is one pass over the
- * bytes. The rules are those of sanyi.contracts.parse_date and parse_timestamp, and of
- * sanyi.privacy.is_valid_resident_id and find_resident_ids; tests/test_checks.py compares them on every
- * kind of input. Null slots are read like any other (the caller masks them). */
+ * and the search for ids in other fields regexes and a dictionary (7 ms), and RE2 spent about 65 ns a value
+ * on each pattern keyword (15 ms); here each is one pass over the bytes. The rules are those of
+ * sanyi.contracts.parse_date and parse_timestamp, of sanyi.privacy.is_valid_resident_id and
+ * find_resident_ids, and of the DFAs sanyi.patterns compiles; tests/test_checks.py and
+ * tests/test_patterns.py compare them on every kind of input. Null slots are read like any other (the caller masks them). */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
@@ -149,20 +150,18 @@ static PyObject *zero_bitmap(Py_ssize_t n) {
     return out;
 }
 
-/* Parses the common arguments; 0 with an exception set when they do not describe a string array. */
-static int string_array(PyObject *args, Py_buffer *offsets_buf, Py_buffer *data_buf, const int32_t **offsets,
-                        Py_ssize_t *length) {
-    Py_ssize_t offset;
-    if (!PyArg_ParseTuple(args, "y*y*nn", offsets_buf, data_buf, &offset, length))
-        return 0;
-    if (offset < 0 || *length < 0
-        || (size_t)offsets_buf->len / sizeof(int32_t) < (size_t)offset + (size_t)*length + 1) {
+/* Checks the offsets of a string array (``offset``, ``length``) against its buffers before any byte is read:
+ * a malformed array is an error, not a read out of bounds. 0 with an exception set (and the buffers
+ * released) when they do not describe a string array. */
+static int check_offsets(Py_buffer *offsets_buf, Py_buffer *data_buf, Py_ssize_t offset, Py_ssize_t length,
+                         const int32_t **offsets) {
+    if (offset < 0 || length < 0
+        || (size_t)offsets_buf->len / sizeof(int32_t) < (size_t)offset + (size_t)length + 1) {
         PyErr_SetString(PyExc_ValueError, "offset and length do not fit the offsets buffer");
         goto fail;
     }
     *offsets = (const int32_t *)offsets_buf->buf + offset;
-    /* Checked before any byte is read: a malformed array is an error, not a read out of bounds. */
-    for (Py_ssize_t i = 0; i < *length; i++) {
+    for (Py_ssize_t i = 0; i < length; i++) {
         if ((*offsets)[i] < 0 || (*offsets)[i + 1] < (*offsets)[i] || (*offsets)[i + 1] > data_buf->len) {
             PyErr_SetString(PyExc_ValueError, "string offsets out of order or beyond the data buffer");
             goto fail;
@@ -173,6 +172,15 @@ fail:
     PyBuffer_Release(offsets_buf);
     PyBuffer_Release(data_buf);
     return 0;
+}
+
+/* Parses the common arguments; 0 with an exception set when they do not describe a string array. */
+static int string_array(PyObject *args, Py_buffer *offsets_buf, Py_buffer *data_buf, const int32_t **offsets,
+                        Py_ssize_t *length) {
+    Py_ssize_t offset;
+    if (!PyArg_ParseTuple(args, "y*y*nn", offsets_buf, data_buf, &offset, length))
+        return 0;
+    return check_offsets(offsets_buf, data_buf, offset, *length, offsets);
 }
 
 /* A bitmap of ``parse`` on every string of the array the arguments describe, and the int64 it gives
@@ -260,18 +268,72 @@ PyDoc_STRVAR(holding_ids_doc,
 
 static PyObject *holding_ids(PyObject *Py_UNUSED(module), PyObject *args) { return bitmap_of(args, holds_id); }
 
+PyDoc_STRVAR(matches_doc,
+"matches(offsets, data, offset, length, tables, states, classes) -> valid\n\n"
+"Per string of an Arrow string array: whether the DFA ``tables`` (sanyi.patterns.dfa: 256 byte classes,\n"
+"``states`` accepting flags, ``states`` x ``classes`` transitions; 0 the dead state, 1 the start) ends in\n"
+"an accepting state on its bytes, as an Arrow bitmap.");
+
+static PyObject *matches(PyObject *Py_UNUSED(module), PyObject *args) {
+    Py_buffer offsets_buf, data_buf, tables_buf;
+    const int32_t *offsets;
+    Py_ssize_t offset, length, states, classes;
+    if (!PyArg_ParseTuple(args, "y*y*nny*nn", &offsets_buf, &data_buf, &offset, &length, &tables_buf, &states,
+                          &classes))
+        return NULL;
+    const unsigned char *tables = tables_buf.buf;
+    int ok = states >= 2 && states <= 256 && classes >= 1 && classes <= 256
+             && tables_buf.len == 256 + states + states * classes;
+    for (Py_ssize_t i = 0; ok && i < 256; i++)
+        ok = tables[i] < classes;
+    for (Py_ssize_t i = 256 + states; ok && i < tables_buf.len; i++)
+        ok = tables[i] < states;
+    if (!ok) {
+        PyBuffer_Release(&tables_buf);
+        PyBuffer_Release(&offsets_buf);
+        PyBuffer_Release(&data_buf);
+        PyErr_SetString(PyExc_ValueError, "tables do not describe a DFA of that many states and classes");
+        return NULL;
+    }
+    if (!check_offsets(&offsets_buf, &data_buf, offset, length, &offsets)) {
+        PyBuffer_Release(&tables_buf);
+        return NULL;
+    }
+    PyObject *valid = zero_bitmap(length);
+    if (valid != NULL) {
+        unsigned char *bits = (unsigned char *)PyBytes_AS_STRING(valid);
+        const unsigned char *data = data_buf.buf, *cls = tables, *accept = tables + 256;
+        const unsigned char *next = accept + states;
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t i = 0; i < length; i++) {
+            const unsigned char *p = data + offsets[i], *end = data + offsets[i + 1];
+            unsigned s = 1;
+            while (p < end && s != 0)
+                s = next[s * (size_t)classes + cls[*p++]];
+            if (accept[s])
+                bits[i / 8] |= (unsigned char)(1u << (i % 8));
+        }
+        Py_END_ALLOW_THREADS
+    }
+    PyBuffer_Release(&tables_buf);
+    PyBuffer_Release(&offsets_buf);
+    PyBuffer_Release(&data_buf);
+    return valid;
+}
+
 static PyMethodDef methods[] = {
     {"timestamps", timestamps, METH_VARARGS, timestamps_doc},
     {"dates", dates, METH_VARARGS, dates_doc},
     {"leading_ids", leading_ids, METH_VARARGS, leading_ids_doc},
     {"holding_ids", holding_ids, METH_VARARGS, holding_ids_doc},
+    {"matches", matches, METH_VARARGS, matches_doc},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "sanyi._checks",
-    .m_doc = "Dates, timestamps and resident ids checked over a whole Arrow string array (see sanyi.fastpath).",
+    .m_doc = "Dates, timestamps, resident ids and patterns checked over a whole Arrow string array (see sanyi.fastpath).",
     .m_size = -1,
     .m_methods = methods,
 };
