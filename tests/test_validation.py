@@ -506,12 +506,15 @@ def test_no_message_anywhere_contains_a_resident_id() -> None:
     ids = [PID, ID_X, synthetic_id(3)]
     for pair in CONTRACTS:
         ds = get_dataset(*pair)
-        for shape in ("{}", "x{}", "{} y", "H{}"):
+        # A character a message escapes ("\x01" as \u0001) must not join the id's digits to the escape's.
+        for shape in ("{}", "x{}", "{} y", "H{}", "\x01{}", "{}\x1f", "\u2028{}", "\x7f{}\x00"):
             rec = valid(*pair)
             for i, f in enumerate(ds.fields):
                 if isinstance(rec[f], str) or rec[f] is None:
                     rec[f] = shape.format(ids[i % 3])
             rec[ids[1]] = ids[2]
+            rec[shape.format(ids[0])] = [shape.format(ids[2])]
+            rec["list"] = [shape.format(ids[1]), {shape.format(ids[0]): shape.format(ids[2])}]
             text = json.dumps([e.as_dict() for e in validate_record(ds, rec)], ensure_ascii=False)
             for rid in ids:
                 assert rid not in text, (pair, shape)

@@ -32,7 +32,7 @@ from jsonschema.protocols import Validator
 from jsonschema.validators import extend
 
 from sanyi.contracts import Dataset, parse_date, parse_timestamp
-from sanyi.privacy import MASK, find_resident_ids, is_valid_resident_id, mask_resident_ids
+from sanyi.privacy import MASK, find_resident_ids, is_valid_resident_id, mask_in, mask_resident_ids
 
 __all__ = [
     "FILE_RULES",
@@ -176,9 +176,10 @@ def _show_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, int | float | Decimal):
         text = str(value)
-    elif isinstance(value, str):
-        text = json.dumps(value, ensure_ascii=False)
     else:
+        # Masked before it is quoted too: quoting writes a control character as \u0001, whose digits would
+        # join an id's next to it into a longer run, which masking leaves (it is not an id by definition).
+        value = mask_in(value)
         try:
             text = json.dumps(value, ensure_ascii=False, default=str)
         except (TypeError, ValueError):
@@ -250,9 +251,9 @@ def _message(ds: Dataset, err: ValidationError, path: str) -> str:
             seen.add(key)
         text = "items repeat: " + ", ".join(_show_value(v) for v in repeated)
     else:
-        # Keywords the contracts do not use today: jsonschema's message, unless it would quote an id field.
-        field = _field_of(path)
-        text = f"the {field} value breaks {kw}" if ds.kinds.get(field) == "resident_id" else err.message[:200]
+        # Keywords the contracts do not use today. Not jsonschema's message: it quotes the value with repr,
+        # whose escapes (\x01) can hide an id from masking, as above.
+        text = f"{shown} breaks {kw}"
     text = mask_resident_ids(text)
     # A constraint from a conditional (allOf / if / then) says why in its description.
     schema_path = list(err.schema_path)
