@@ -1,7 +1,7 @@
 """``sanyi._checks`` (through ``fastpath._parse_dates``, ``_parse_timestamps``, ``_check_characters_ok``,
-``_leading_id_valid`` and ``_holds_valid_id``) against the reference rules: ``contracts.parse_date`` and
-``parse_timestamp``, ``privacy.is_valid_resident_id`` and ``find_resident_ids``, on generated, mutated and
-hand-made values, nulls and sliced arrays."""
+``_leading_id_valid``, ``_holds_valid_id`` and ``maskable_ids``) against the reference rules:
+``contracts.parse_date`` and ``parse_timestamp``, ``privacy.is_valid_resident_id``, ``find_resident_ids``
+and ``mask_resident_ids``, on generated, mutated and hand-made values, nulls and sliced arrays."""
 
 from __future__ import annotations
 
@@ -180,6 +180,13 @@ def assert_ids_found_as_the_reference_finds_them(texts: list[str | None]) -> Non
         assert fastpath._holds_valid_id(arr).to_pylist() == [
             t is not None and bool(privacy.find_resident_ids(t)) for t in texts
         ]
+        # What masking would change: those ids, and ids whose check character is a lower-case x.
+        assert fastpath.maskable_ids(arr).to_pylist() == [
+            t is not None and privacy.mask_resident_ids(t) != t for t in texts
+        ]
+    for t in texts:
+        if t is not None:
+            assert fastpath.maskable_text(t) == (privacy.mask_resident_ids(t) != t)
 
 
 def test_finding_ids_agrees_with_the_reference() -> None:
@@ -187,6 +194,10 @@ def test_finding_ids_agrees_with_the_reference() -> None:
     cases = [valid, f"a{valid}b", f"1{valid}", f"{valid}1", valid[:17] + "x", f"{valid}{valid}", f"{valid}X"]
     assert_ids_found_as_the_reference_finds_them(cases)
     assert [bool(privacy.find_resident_ids(c)) for c in cases] == [True, True, False, False, False, True, True]
+    lower = "11010519491231002x"
+    cases = [lower, f"a{lower}", f"{lower}1", f"1{lower}", lower.upper(), "11010519491231002Y", valid[:17]]
+    assert_ids_found_as_the_reference_finds_them(cases)
+    assert fastpath.maskable_ids(pa.array(cases)).to_pylist() == [True, True, False, False, True, False, False]
 
     @SETTINGS
     @given(texts=st.lists(st.one_of(texts_with_ids(), st.text(max_size=30), st.none()), max_size=20))
@@ -237,6 +248,7 @@ def test_empty_and_all_null_arrays() -> None:
             assert values.to_pylist() == [None] * len(arr) and ok.to_pylist() == [False] * len(arr)
         assert fastpath._check_characters_ok(arr).to_pylist() == [False] * len(arr)
         assert fastpath._holds_valid_id(arr).to_pylist() == [False] * len(arr)
+        assert fastpath.maskable_ids(arr).to_pylist() == [False] * len(arr)
 
 
 def test_malformed_calls_are_refused_before_any_byte_is_read() -> None:
@@ -250,7 +262,7 @@ def test_malformed_calls_are_refused_before_any_byte_is_read() -> None:
         "out of order": (pa.array([5, 2], pa.int32()).buffers()[1], data, 0, 1),
         "negative": (pa.array([-1, 2], pa.int32()).buffers()[1], data, 0, 1),
     }
-    for check in (_checks.timestamps, _checks.dates, _checks.leading_ids, _checks.holding_ids):
+    for check in (_checks.timestamps, _checks.dates, _checks.leading_ids, _checks.holding_ids, _checks.maskable_ids):
         for name, args in bad.items():
             with pytest.raises(ValueError):
                 check(*args)

@@ -185,12 +185,12 @@ def test_rerun_after_processing_changes_nothing(settings):
 def test_quarantined_record_json_masks_ids_wherever_they_are_and_is_plain_json_otherwise():
     from decimal import Decimal
 
-    from sanyi import ingest, privacy
+    from sanyi import privacy
 
     key = b"k" * 32
     pid, other = resident_id(1), resident_id(2)
     plain = {"patient_id": pid, "amount": Decimal("12.30"), "codes": ["8" * 20], "n": 1.5, "none": None}
-    text = ingest._safe_record_json(plain, key)
+    text = safe_json(plain, key)
     assert json.loads(text) == {**json.loads(json.dumps(plain, default=str)),
                                 "patient_id": "pseudonym:" + privacy.pseudonymise(key, pid)}
     # An id anywhere else — a value, a key, a number, a lower-case check character — is masked, and the
@@ -203,20 +203,27 @@ def test_quarantined_record_json_masks_ids_wherever_they_are_and_is_plain_json_o
         "line_no": int(other) if other[17] != "X" else 7,
         "codes": [other[:17] + "x" if lower_x else other],
     }
-    masked = json.loads(ingest._safe_record_json(odd, key))
+    masked = json.loads(safe_json(odd, key))
     assert other not in json.dumps(masked) and other[:17] not in json.dumps(masked)
     assert masked["patient_id"] == privacy.MASK and masked["note"] == f"call {privacy.MASK}"
     assert masked[privacy.MASK] == 1
     # A control character before an id is escaped as \u0001 in JSON: its hex digits run into the id's.
-    escaped = json.loads(ingest._safe_record_json({"note": "\x01" + other + "\x02"}, key))
+    escaped = json.loads(safe_json({"note": "\x01" + other + "\x02"}, key))
     assert escaped == {"note": "\x01" + privacy.MASK + "\x02"}
     # Long digit runs that are not ids (trace and drug codes) are kept as they are.
     codes = {"drug_code": "XA" + "0" * 21, "trace_codes": ["8" * 20, other + "12"]}
-    assert json.loads(ingest._safe_record_json(codes, key)) == codes
+    assert json.loads(safe_json(codes, key)) == codes
+
+
+def safe_json(record: dict, key: bytes) -> str | None:
+    from sanyi import ingest
+
+    (text,) = ingest._safe_records_json([record], key)
+    return text
 
 
 def test_a_quarantined_pseudonym_is_never_masked_even_when_its_hex_looks_like_an_id():
-    from sanyi import ingest, privacy
+    from sanyi import privacy
 
     key = b"k" * 32
     # About one pseudonym in 4,500 holds 18 digits with a valid check character between its letters.
@@ -225,9 +232,9 @@ def test_a_quarantined_pseudonym_is_never_masked_even_when_its_hex_looks_like_an
     pseudonym = "pseudonym:" + hexes  # the warehouse's pseudonym, so that the rows can be matched
     other = resident_id(100_001)
     # Alone (the text check finds the hex's digits) and next to an id that must be masked.
-    alone = json.loads(ingest._safe_record_json({"patient_id": pid, "n": 1}, key))
+    alone = json.loads(safe_json({"patient_id": pid, "n": 1}, key))
     assert alone == {"patient_id": pseudonym, "n": 1}
-    beside = json.loads(ingest._safe_record_json({"patient_id": pid, "note": f"see {other}"}, key))
+    beside = json.loads(safe_json({"patient_id": pid, "note": f"see {other}"}, key))
     assert beside == {"patient_id": pseudonym, "note": f"see {privacy.MASK}"}
 
 
@@ -357,12 +364,14 @@ def test_errors_file_masks_member_names_and_an_earlier_versions_file_is_archived
 
 
 def test_errors_file_lines_are_masked_whole_whatever_the_validator_left(tmp_path):
+    from sanyi.fastpath import Rejected
     from sanyi.ingest import _ErrorLines
     from sanyi.validation import RecordError
 
     someone = resident_id(42)
     errors = _ErrorLines(tmp_path / "errors.ndjson", keep_alive=None)
-    errors.add(7, [RecordError(path=f"/{someone}", rule=someone, message=f"{someone} is unexpected")])
+    error = RecordError(path=f"/{someone}", rule=someone, message=f"{someone} is unexpected")
+    errors.add([Rejected(7, None, [error])])
     errors.close()
     text = (tmp_path / "errors.ndjson").read_text(encoding="utf-8")
     assert someone not in text and len(errors) == 1

@@ -1,12 +1,13 @@
-/* Five of the validator's per-value checks over a whole Arrow string array, without the GIL.
+/* Per-value checks of the validator and of the masking over a whole Arrow string array, without the GIL.
  *
  * Why C: done with Arrow's kernels, an RFC 3339 timestamp took a regex, a strptime and a dozen slices and
  * casts (15 ms of a 16 MiB chunk's 100), a resident id's check character seven lookups and casts (10 ms),
  * and the search for ids in other fields regexes and a dictionary (7 ms), and RE2 spent about 65 ns a value
- * on each pattern keyword (15 ms); here each is one pass over the bytes. The rules are those of
- * sanyi.contracts.parse_date and parse_timestamp, of sanyi.privacy.is_valid_resident_id and
- * find_resident_ids, and of the DFAs sanyi.patterns compiles; tests/test_checks.py and
- * tests/test_patterns.py compare them on every kind of input. Null slots are read like any other (the caller masks them). */
+ * on each pattern keyword (15 ms); Python's regex spent 5 us a quarantined record's JSON looking for ids to
+ * mask. Here each is one pass over the bytes. The rules are those of sanyi.contracts.parse_date and
+ * parse_timestamp, of sanyi.privacy.is_valid_resident_id, find_resident_ids and mask_resident_ids, and of
+ * the DFAs sanyi.patterns compiles; tests/test_checks.py and tests/test_patterns.py compare them on every
+ * kind of input. Null slots are read like any other (the caller masks them). */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
@@ -120,8 +121,9 @@ static int leading_id(const unsigned char *s, size_t len) {
 }
 
 /* 1 when sanyi.privacy.find_resident_ids finds an id in ``s``: a run of 17 ASCII digits and a check
- * character (a digit, X or x) between non-digits, whose check character is right (and X upper-case). */
-static int holds_id(const unsigned char *s, size_t len) {
+ * character (a digit, X or x) between non-digits, whose check character is right (and X upper-case);
+ * with ``lower_x``, an x counts as an X, as sanyi.privacy.mask_resident_ids counts it. */
+static int find_id(const unsigned char *s, size_t len, int lower_x) {
     size_t i = 0;
     while (i < len) {
         if (!is_digit(s[i])) {
@@ -135,12 +137,21 @@ static int holds_id(const unsigned char *s, size_t len) {
         if (run == 18 && leading_id(s + start, 18))
             return 1;
         /* 17 digits and an X: the candidate ends there, and must not run on into a digit */
-        if (run == 17 && i < len && (s[i] == 'X' || s[i] == 'x') && (i + 1 == len || !is_digit(s[i + 1]))
-            && leading_id(s + start, 18))
-            return 1;
+        if (run == 17 && i < len && (s[i] == 'X' || s[i] == 'x') && (i + 1 == len || !is_digit(s[i + 1]))) {
+            unsigned char id[18];
+            memcpy(id, s + start, 18);
+            if (lower_x && id[17] == 'x')
+                id[17] = 'X';
+            if (leading_id(id, 18))
+                return 1;
+        }
     }
     return 0;
 }
+
+static int holds_id(const unsigned char *s, size_t len) { return find_id(s, len, 0); }
+
+static int maskable_id(const unsigned char *s, size_t len) { return find_id(s, len, 1); }
 
 /* Arrow bitmap of ``n`` bits, all 0. */
 static PyObject *zero_bitmap(Py_ssize_t n) {
@@ -268,6 +279,13 @@ PyDoc_STRVAR(holding_ids_doc,
 
 static PyObject *holding_ids(PyObject *Py_UNUSED(module), PyObject *args) { return bitmap_of(args, holds_id); }
 
+PyDoc_STRVAR(maskable_ids_doc,
+"maskable_ids(offsets, data, offset, length) -> valid\n\n"
+"Per string of an Arrow string array: whether sanyi.privacy.mask_resident_ids would change it (an id as\n"
+"find_resident_ids finds them, or one whose check character is a lower-case x), as an Arrow bitmap.");
+
+static PyObject *maskable_ids(PyObject *Py_UNUSED(module), PyObject *args) { return bitmap_of(args, maskable_id); }
+
 PyDoc_STRVAR(matches_doc,
 "matches(offsets, data, offset, length, tables, states, classes) -> valid\n\n"
 "Per string of an Arrow string array: whether the DFA ``tables`` (sanyi.patterns.dfa: 256 byte classes,\n"
@@ -326,6 +344,7 @@ static PyMethodDef methods[] = {
     {"dates", dates, METH_VARARGS, dates_doc},
     {"leading_ids", leading_ids, METH_VARARGS, leading_ids_doc},
     {"holding_ids", holding_ids, METH_VARARGS, holding_ids_doc},
+    {"maskable_ids", maskable_ids, METH_VARARGS, maskable_ids_doc},
     {"matches", matches, METH_VARARGS, matches_doc},
     {NULL, NULL, 0, NULL},
 };

@@ -916,6 +916,16 @@ def _in_c(check: str, texts: pa.Array, *args: Any) -> tuple[pa.Array, bytes]:
     return (pc.and_(ok, pc.is_valid(texts)) if texts.null_count else ok), rest
 
 
+def maskable_ids(texts: pa.Array) -> pa.Array:
+    """Per value: :func:`sanyi.privacy.mask_resident_ids` would change it; False for a null."""
+    return _in_c("maskable_ids", texts)[0]
+
+
+def maskable_text(text: str) -> bool:
+    """:func:`sanyi.privacy.mask_resident_ids` would change ``text`` (one pass in C, without the GIL)."""
+    return maskable_ids(pa.array([text], pa.string()))[0].as_py()
+
+
 def _holds_valid_id(texts: pa.Array) -> pa.Array:
     """Per value: :func:`sanyi.privacy.find_resident_ids` finds an id in it (rule
     ``resident_id_in_wrong_field``); False for a null."""

@@ -680,10 +680,31 @@ def _apply_version_attributes(ds: contracts.Dataset, merged: pa.Table, incoming:
     return merged
 
 
-def _safe_record_json(record: dict[str, Any] | None, key: bytes) -> str | None:
-    """The rejected record as JSON, with a valid patient_id pseudonymised and any other id masked."""
-    if record is None:
-        return None
+def _safe_records_json(records: list[dict[str, Any] | None], key: bytes) -> list[str | None]:
+    """Each rejected record as JSON, with a valid patient_id pseudonymised and any other id masked."""
+    prepared = [None if r is None else _pseudonymised(r, key) for r in records]
+    texts = [None if p is None else _JSON_ANY.encode(p[0]) for p in prepared]
+    maskable = fastpath.maskable_ids(pa.array(texts, pa.string())).to_pylist()
+    for i, text in enumerate(texts):
+        # Nothing to mask when no id shows in the text: JSON punctuation keeps every value's digits apart, and
+        # a \u escape (whose hex digits could run into an id) is the one case where the text hides a value.
+        if text is None or not (maskable[i] or "\\u" in text):
+            continue
+        rec, pseudonym = prepared[i]
+        # Masked value by value (keys included) rather than over the JSON text: masking the text would turn
+        # an id sent as a JSON number into an unquoted token and the column into invalid JSON.
+        masked = _masked(rec)
+        if pseudonym is not None:
+            # The pseudonym's hex is Sanyi's own: 18 digits in it that happen to carry a valid check character
+            # (about one pseudonym in 4,500) are not an id, and masked it would no longer match the warehouse's.
+            masked["patient_id"] = pseudonym
+        texts[i] = _JSON_ANY.encode(masked)
+    return texts
+
+
+def _pseudonymised(record: dict[str, Any], key: bytes) -> tuple[dict[str, Any], str | None]:
+    """(a copy of ``record`` with its patient_id a pseudonym, or masked when it is not a valid id; the
+    pseudonym)"""
     rec = dict(record)
     pid = rec.get("patient_id")
     pseudonym = None
@@ -692,26 +713,16 @@ def _safe_record_json(record: dict[str, Any] | None, key: bytes) -> str | None:
     elif isinstance(pid, str):
         # An id with a typo is still somebody's id: never keep it, even in quarantine.
         rec["patient_id"] = privacy.MASK
-    text = _JSON_ANY.encode(rec)
-    if "\\u" not in text and not privacy.has_candidate(text):
-        # Nothing to mask: JSON punctuation keeps every value's digits apart, and a \u escape (whose hex
-        # digits could run into an id) is the one case where the text hides what a value holds.
-        return text
-    # Masked value by value (keys included) rather than over the JSON text: masking the text would turn
-    # an id sent as a JSON number into an unquoted token and the column into invalid JSON.
-    masked = _masked(rec)
-    if pseudonym is not None:
-        # The pseudonym's hex is Sanyi's own: 18 digits in it that happen to carry a valid check character
-        # (about one pseudonym in 4,500) are not an id, and masked it would no longer match the warehouse's.
-        masked["patient_id"] = pseudonym
-    return _JSON_ANY.encode(masked)
+    return rec, pseudonym
 
 
-def _errors_json(errors: list[validation.RecordError]) -> str:
-    """A rejected record's errors as the quarantine row's JSON (messages masked, as everywhere)."""
-    return _JSON.encode(
-        [{"path": e.path, "rule": e.rule, "message": privacy.mask_resident_ids(e.message)} for e in errors]
-    )
+def _masked_errors(chunk: list[list[validation.RecordError]]) -> list[list[validation.RecordError]]:
+    """Each record's errors with their messages masked (as everywhere): one search over the chunk's messages
+    (a line break between each) when none holds anything to mask, as is usual."""
+    if not fastpath.maskable_text("\n".join(e.message for errors in chunk for e in errors)):
+        return chunk
+    mask = privacy.mask_resident_ids
+    return [[validation.RecordError(e.path, e.rule, mask(e.message)) for e in errors] for errors in chunk]
 
 
 def _masked(value: Any) -> Any:
@@ -1320,12 +1331,21 @@ class _ErrorLines:
         self.path, self.keep_alive, self.count = path, keep_alive, 0
         self.fh = path.open("w", encoding="utf-8")
 
-    def add(self, line: int, errors: list[validation.RecordError]) -> None:
-        for e in errors:
-            masked = validation.RecordError(e.path, e.rule, privacy.mask_resident_ids(e.message))
-            # The JSON line is masked too: a path names a member the agency chose, which can be an id.
-            self.fh.write(privacy.mask_resident_ids(validation.error_line(line, masked)) + "\n")
-            self.count += 1
+    def add(self, rejected: list[fastpath.Rejected]) -> None:
+        """The errors of a chunk's rejected records."""
+        errors = [(r.line, e) for r in rejected for e in r.errors]
+        if not errors:
+            return
+        # Paths and messages are masked before they are written as JSON, which could join an id's digits
+        # to an escape's (see validation._show_value); the validator masked them already, so one search
+        # over the chunk's paths and messages (they are apart, a line break between each) usually clears
+        # them all. A path names a member the agency chose, which can be an id.
+        if fastpath.maskable_text("\n".join(f"{e.path}\n{e.message}" for _, e in errors)):
+            mask = privacy.mask_resident_ids
+            errors = [(n, validation.RecordError(mask(e.path), e.rule, mask(e.message))) for n, e in errors]
+        text = validation.error_lines(errors)
+        self.fh.write(privacy.mask_resident_ids(text) if fastpath.maskable_text(text) else text)
+        self.count += len(errors)
 
     def close(self) -> None:
         self.fh.close()  # idempotent
@@ -1353,22 +1373,25 @@ class _Quarantine:
     def add(self, rejected: list[fastpath.Rejected]) -> None:
         if not rejected:
             return
-        rows = [
-            {
-                "agency": self.ds.agency,
-                "dataset": self.ds.name,
-                "source_file": self.row.key,
-                "source_sha256": self.row.sha256,
-                "business_date": self.drop.business_date,
-                "line_no": r.line,
-                "record": _safe_record_json(r.record, self.key),
-                "errors": _errors_json(r.errors),
-                "quarantined_at": self.now,
-            }
-            for r in rejected
+        n = len(rejected)
+        masked = _masked_errors([r.errors for r in rejected])
+        columns = {
+            "agency": self.ds.agency,
+            "dataset": self.ds.name,
+            "source_file": self.row.key,
+            "source_sha256": self.row.sha256,
+            "business_date": self.drop.business_date,
+            "line_no": [r.line for r in rejected],
+            "record": _safe_records_json([r.record for r in rejected], self.key),
+            "errors": [_JSON.encode([e.as_dict() for e in errors]) for errors in masked],
+            "quarantined_at": self.now,
+        }
+        arrays = [
+            pa.array(v, f.type) if isinstance(v, list) else pa.repeat(pa.scalar(v, f.type), n)
+            for f, v in zip(self.schema, columns.values(), strict=True)
         ]
-        self.writer.write_table(pa.Table.from_pylist(rows, schema=self.schema))
-        self.count += len(rows)
+        self.writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
+        self.count += n
 
     def close(self) -> None:
         if not self.closed:
@@ -1520,8 +1543,7 @@ def _load(settings: Settings, row: FileRow, drop: DropPath, ds: contracts.Datase
         # release the GIL); at most two chunks are in memory beyond the one being written.
         for result in _prefetched(_results(settings, row, drop, ds, landing)):
             out.read += result.read
-            for r in result.rejected:
-                errors.add(r.line, r.errors)
+            errors.add(result.rejected)
             quarantine.add(result.rejected)
             if file_records is not None and result.records:
                 file_records.extend(result.records)

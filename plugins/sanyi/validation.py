@@ -78,7 +78,17 @@ def error_line(line: int, error: RecordError) -> str:
     break: JSON, other languages' text as it is, except U+0085, U+2028 and U+2029, which are escaped. A
     reader that splits text at every Unicode line break (Python's ``str.splitlines``, many editors) would
     otherwise cut an error whose message quotes a value holding one."""
-    return json.dumps({"line": line, **error.as_dict()}, ensure_ascii=False).translate(_LINE_BREAKS)
+    return error_lines([(line, error)])[:-1]
+
+
+def error_lines(errors: Iterable[tuple[int, RecordError]]) -> str:
+    """:func:`error_line` of each (line, error), each followed by a line break, as one text."""
+    text = "".join([_ERROR_JSON.encode({"line": line, **e.as_dict()}) + "\n" for line, e in errors])
+    return text.translate(_LINE_BREAKS) if any(c in text for c in _BREAK_CHARS) else text
+
+
+_ERROR_JSON = json.JSONEncoder(ensure_ascii=False)
+_BREAK_CHARS = ("\x85", "\u2028", "\u2029")
 
 
 # ------------------------------------------------------------------------------------------ the validator
