@@ -282,3 +282,30 @@ def test_the_reader_lets_other_threads_run_while_it_reads() -> None:
     assert_lets_other_threads_run(
         lambda: _ndjson.read_plain_lines(names, kinds, offsets, buf, 0, len(arr), 10**6), "reading"
     )
+
+
+def test_joined_is_the_head_and_the_start_of_the_body() -> None:
+    for head, body, length in [(b"", b"", 0), (b"ab", b"cd\nef", 3), (b"", b"x\n", 2), (b"a" * 5, b"", 0)]:
+        assert _ndjson.joined(head, body, length) == head + body[:length]
+    assert _ndjson.joined(b"a", memoryview(b"bc"), 1) == b"ab"
+    for length in (-1, 3):
+        with pytest.raises(ValueError):
+            _ndjson.joined(b"a", b"bc", length)
+
+
+@SETTINGS
+@given(blocks=st.lists(st.binary(max_size=12).map(lambda b: b.replace(b"\0", b"\n")), max_size=8))
+def test_chunks_are_cut_after_line_breaks_and_lose_no_byte(blocks: list[bytes]) -> None:
+    from sanyi.ingest import _line_chunks
+
+    pieces = list(_line_chunks(iter(blocks)))
+    assert b"".join(pieces) == b"".join(blocks)
+    assert all(p and p.endswith(b"\n") for p in pieces[:-1])
+    assert sum(b.count(b"\n") for b in blocks) == sum(p.count(b"\n") for p in pieces)
+
+
+def test_joining_a_chunk_lets_other_threads_run() -> None:
+    # Why it is in C: the file's reader cuts each 16 MiB chunk after its last line break while the
+    # validators run; bytes.join of a memoryview keeps the GIL through the copy.
+    body = b"x" * (256 << 20)
+    assert_lets_other_threads_run(lambda: _ndjson.joined(b"head", body, len(body) - 1), "copying")

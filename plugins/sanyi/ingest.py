@@ -41,7 +41,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sanyi import contracts, fastpath, privacy, validation
+from sanyi import contracts, extension, fastpath, privacy, validation
 from sanyi.config import Settings
 from sanyi.ledger import FileRow, Ledger, claim_owner
 from sanyi.storage import Bucket, open_bucket
@@ -909,11 +909,9 @@ def _line_chunks(blocks: Iterator[bytes]) -> Iterator[bytes]:
         if cut < 0:
             carry += block
             continue
-        # One copy of the block at most (blocks are chunk-sized): none when it ends at a line break already.
-        if cut == len(block) - 1:
-            piece = carry + block if carry else block
-        else:
-            piece = b"".join((carry, memoryview(block)[: cut + 1]))
+        # One copy of the block at most (blocks are chunk-sized), made without the GIL (the validators go on
+        # meanwhile): none when it ends at a line break already.
+        piece = block if not carry and cut == len(block) - 1 else extension("_ndjson").joined(carry, block, cut + 1)
         carry = block[cut + 1 :]
         yield piece
     if carry:
