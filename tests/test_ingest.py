@@ -275,6 +275,22 @@ def test_a_failed_background_write_fails_the_load_and_leaves_no_data_file(settin
     assert not list(Path(settings.warehouse_url).rglob("*.parquet"))
 
 
+@pytest.mark.parametrize(("lines", "files"), [(40, 2), (10, 1)])
+def test_the_last_rows_are_written_as_two_files_when_they_are_many(settings, monkeypatch, lines, files):
+    # Nothing else is left to do while they are written: two files keep both cores busy. A few rows stay
+    # one file.
+    from pathlib import Path
+
+    from sanyi import ingest
+
+    monkeypatch.setattr(ingest, "WRITE_ROWS", 64)  # a quarter: 16 rows
+    drop(settings, SETTLE_KEY, ndjson([settlement(i) for i in range(1, lines + 1)]))
+    (file_id,) = discover(settings)
+    assert process_file(settings, file_id).loaded == lines
+    assert len(list(Path(settings.warehouse_url).rglob("*.parquet"))) == files
+    assert len(rows(settings, "insurance.settlements")) == lines
+
+
 def test_loads_take_arrow_memory_from_jemalloc_unless_the_operator_chose_a_pool(settings, monkeypatch):
     # mimalloc's fresh 2 MiB huge pages, zeroed by the kernel, cost 8 % of a load's CPU (11 % for CSV).
     import pyarrow as pa

@@ -67,6 +67,21 @@ def test_data_files_hold_the_rows_with_the_partition_pyiceberg_gives(settings, m
     assert october.to_arrow().num_rows == sum(1 for i in range(3000) if months[i % len(months)] == 10)
 
 
+@pytest.mark.parametrize("parts", [1, 2, 3])
+def test_rows_can_be_written_as_several_files_side_by_side(settings, parts):
+    # The load's last rows: several files, so that the cores share the write nothing else waits on.
+    wh = Warehouse(settings=settings)
+    table = wh.table("t.parts", SCHEMA, "at")
+    data = pa.concat_tables([_rows([10]).slice(0, 1000), _rows([10]).slice(1000)])
+    files = _write(table, data, lambda t, d: write_data_files(
+        t, d, write_uuid=uuid.uuid4(), counter=itertools.count(), parts=parts))
+    each = -(-3000 // parts)
+    assert [f.record_count for f in files] == [each] * (parts - 1) + [3000 - (parts - 1) * each]
+    assert wh.table("t.parts").scan().to_arrow().sort_by("id").column("id").to_pylist() == list(range(3000))
+    assert _write(table, data.slice(0, 0), lambda t, d: write_data_files(
+        t, d, write_uuid=uuid.uuid4(), counter=itertools.count(), parts=parts)) == []
+
+
 def test_unpartitioned_tables_and_empty_data_go_through_pyiceberg(settings):
     wh = Warehouse(settings=settings)
     table = wh.table("t.flat", SCHEMA)

@@ -1220,16 +1220,18 @@ class _AppendSink:
         if self.buffered >= WRITE_ROWS:
             self._flush()
 
-    def _flush(self) -> None:
+    def _flush(self, *, last: bool = False) -> None:
         if not self.buffer:
             return
         data = pa.concat_tables(self.buffer)
         self.buffer, self.buffered = [], 0
-        self.writes.submit(self._write, data)
+        # The last rows are written while nothing else is left to do: as two files, on two cores, when they
+        # are many (measured, 1M lines: the load's last 0.4 s ran on one core, writing 210k rows).
+        self.writes.submit(self._write, data, 2 if last and data.num_rows >= WRITE_ROWS // 4 else 1)
 
-    def _write(self, data: pa.Table) -> None:
+    def _write(self, data: pa.Table, parts: int = 1) -> None:
         first, last = _min_max(data.column("_line_no"))
-        files = write_data_files(self.table, data, write_uuid=self.uuid, counter=self.counter)
+        files = write_data_files(self.table, data, write_uuid=self.uuid, counter=self.counter, parts=parts)
         self.written.append(_Written(files, first, last))
 
     def _stored_keys(self, table: Any) -> pa.RecordBatchReader:
@@ -1286,7 +1288,7 @@ class _AppendSink:
             io_.delete(f.file_path)
 
     def commit(self, warehouse: Warehouse, props: dict[str, str], counts: dict[str, int]) -> int | None:
-        self._flush()
+        self._flush(last=True)
         self.keys.drain()  # the last data file may still be being written: _without_duplicates waits for it
 
         def build(table: Any) -> tuple[list[Any], str]:
