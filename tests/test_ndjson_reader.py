@@ -237,10 +237,18 @@ def test_line_starts() -> None:
     @SETTINGS
     @given(data=st.binary(max_size=40) | st.lists(st.sampled_from([b"\n", b"ab", b"\r\n", b"{}"])).map(b"".join))
     def run(data: bytes) -> None:
-        assert fastpath.line_starts(data) == reference(data)
+        assert fastpath.line_starts(data).tolist() == reference(data)
 
     run()
-    assert fastpath.line_starts(memoryview(b"a\nb")) == [0, 2, 3]
+    assert fastpath.line_starts(memoryview(b"a\nb")).tolist() == [0, 2, 3]
+    lines = fastpath._line_array(b"a\nbc\n", fastpath.line_starts(b"a\nbc\n"))  # offsets Arrow reads as they are
+    lines.validate(full=True)
+    assert lines.to_pylist() == ["a\n", "bc\n"]
+
+
+def test_finding_line_starts_lets_other_threads_run() -> None:
+    data = (b"x" * 60 + b"\n") * 4_000_000
+    assert_lets_other_threads_run(lambda: _ndjson.line_starts(data), "line breaks")
 
 
 def test_malformed_calls_are_refused_before_any_byte_is_read() -> None:

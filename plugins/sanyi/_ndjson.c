@@ -696,42 +696,46 @@ done:
 }
 
 PyDoc_STRVAR(line_starts_doc,
-"line_starts(data) -> list\n\n"
+"line_starts(data) -> bytes\n\n"
 "Offsets where each line of ``data`` starts, and the end of the data (a last line may lack its line\n"
-"break): [0, after each line break..., len(data)], without a repeated end.");
+"break): [0, after each line break..., len(data)], without a repeated end, as int32 in native byte\n"
+"order (an Arrow string array's offsets), found without the GIL.");
 
 static PyObject *line_starts(PyObject *Py_UNUSED(module), PyObject *arg) {
     Py_buffer data;
     if (PyObject_GetBuffer(arg, &data, PyBUF_SIMPLE) < 0)
         return NULL;
-    PyObject *out = PyList_New(0), *item = NULL;
+    if (data.len > INT32_MAX) {
+        PyBuffer_Release(&data);
+        PyErr_SetString(PyExc_ValueError, "data beyond int32 offsets (2 GiB)");
+        return NULL;
+    }
     const char *base = data.buf, *p = base, *end = base + data.len;
-    if (out == NULL)
-        goto fail;
-    item = PyLong_FromSsize_t(0);
-    if (item == NULL || PyList_Append(out, item) < 0)
-        goto fail;
-    Py_CLEAR(item);
+    size_t count = 1;
+    Py_BEGIN_ALLOW_THREADS
     while (p < end && (p = memchr(p, '\n', (size_t)(end - p))) != NULL) {
         p++;
-        item = PyLong_FromSsize_t(p - base);
-        if (item == NULL || PyList_Append(out, item) < 0)
-            goto fail;
-        Py_CLEAR(item);
+        count++;
     }
-    if (data.len > 0 && base[data.len - 1] != '\n') {
-        item = PyLong_FromSsize_t(data.len);
-        if (item == NULL || PyList_Append(out, item) < 0)
-            goto fail;
-        Py_CLEAR(item);
+    Py_END_ALLOW_THREADS
+    int last = data.len > 0 && base[data.len - 1] != '\n';
+    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)((count + (size_t)last) * sizeof(int32_t)));
+    if (out != NULL) {
+        int32_t *starts = (int32_t *)PyBytes_AS_STRING(out);
+        size_t k = 0;
+        p = base;
+        Py_BEGIN_ALLOW_THREADS
+        starts[k++] = 0;
+        while (p < end && (p = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+            p++;
+            starts[k++] = (int32_t)(p - base);
+        }
+        if (last)
+            starts[k++] = (int32_t)data.len;
+        Py_END_ALLOW_THREADS
     }
     PyBuffer_Release(&data);
     return out;
-fail:
-    Py_XDECREF(item);
-    Py_XDECREF(out);
-    PyBuffer_Release(&data);
-    return NULL;
 }
 
 PyDoc_STRVAR(joined_doc,
