@@ -29,6 +29,7 @@ from sanyi.storage import Bucket, open_bucket
 from sanyi.warehouse import QUARANTINE, Warehouse
 
 EVERY_RECORD_REJECTED = "every record was rejected"
+_ESCAPE = re.compile(r"\\u[0-9a-fA-F]{4}|\\x[0-9a-fA-F]{2}")
 _HEX64 = re.compile(r"(?<![0-9A-Fa-f])[0-9a-f]{64}(?![0-9A-Fa-f])")
 
 
@@ -245,6 +246,9 @@ def find_leaks(settings: Settings, *, extra: dict[str, str] | None = None) -> di
         text = _HEX64.sub("<hex64>", text)
         for sid in snapshot_ids:
             text = text.replace(sid, "<snapshot>")
+        # An escaped character (JSON's \u0001, repr's \x01) next to an id joins their digits into a longer
+        # run, which is not an id by definition but hides one: escapes are read as the boundary they are.
+        text = _ESCAPE.sub(" ", text)
         ids = privacy.find_resident_ids(text)
         if ids:
             # The place itself (an object key) may hold the id: report it masked.

@@ -352,6 +352,10 @@ def planted_drops() -> dict[str, bytes]:
                 {**settlement(21), "extra": {"id": _id(21), "list": [_id(22)]}},
                 {**settlement(23), _id(23): "a key"},
                 {**settlement(24), "contact": {_id(24): _id(25)}},
+                # Next to characters messages and JSON write as escapes (\u0001), whose digits would run on
+                # into the id's.
+                {**settlement(26), "\x01" + _id(26): "\u2028" + _id(27), "note": [f"\x7f{_id(28)}\x1f"]},
+                {**settlement(29), "settlement_id": "\x02" + _id(29)},
             ]
         ),
         p + "bad-json.ndjson": (
