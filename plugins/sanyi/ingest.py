@@ -717,12 +717,14 @@ def _pseudonymised(record: dict[str, Any], key: bytes) -> tuple[dict[str, Any], 
 
 
 def _masked_errors(chunk: list[list[validation.RecordError]]) -> list[list[validation.RecordError]]:
-    """Each record's errors with their messages masked (as everywhere): one search over the chunk's messages
-    (a line break between each) when none holds anything to mask, as is usual."""
-    if not fastpath.maskable_text("\n".join(e.message for errors in chunk for e in errors)):
+    """Each record's errors with their paths and messages masked, before they are written as JSON, which
+    could join an id's digits to an escape's (see validation._show_value). A path names a member the agency
+    chose, which can be an id. The validator masked them already, so one search over the chunk's paths and
+    messages (a line break between each) usually finds nothing to mask."""
+    if not fastpath.maskable_text("\n".join(f"{e.path}\n{e.message}" for errors in chunk for e in errors)):
         return chunk
     mask = privacy.mask_resident_ids
-    return [[validation.RecordError(e.path, e.rule, mask(e.message)) for e in errors] for errors in chunk]
+    return [[validation.RecordError(mask(e.path), e.rule, mask(e.message)) for e in errors] for errors in chunk]
 
 
 def _masked(value: Any) -> Any:
@@ -1333,16 +1335,10 @@ class _ErrorLines:
 
     def add(self, rejected: list[fastpath.Rejected]) -> None:
         """The errors of a chunk's rejected records."""
-        errors = [(r.line, e) for r in rejected for e in r.errors]
+        masked = _masked_errors([r.errors for r in rejected])
+        errors = [(r.line, e) for r, errs in zip(rejected, masked, strict=True) for e in errs]
         if not errors:
             return
-        # Paths and messages are masked before they are written as JSON, which could join an id's digits
-        # to an escape's (see validation._show_value); the validator masked them already, so one search
-        # over the chunk's paths and messages (they are apart, a line break between each) usually clears
-        # them all. A path names a member the agency chose, which can be an id.
-        if fastpath.maskable_text("\n".join(f"{e.path}\n{e.message}" for _, e in errors)):
-            mask = privacy.mask_resident_ids
-            errors = [(n, validation.RecordError(mask(e.path), e.rule, mask(e.message))) for n, e in errors]
         text = validation.error_lines(errors)
         self.fh.write(privacy.mask_resident_ids(text) if fastpath.maskable_text(text) else text)
         self.count += len(errors)

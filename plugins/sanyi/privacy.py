@@ -73,12 +73,6 @@ def find_resident_ids(text: str) -> list[str]:
     return [m.group() for m in _CANDIDATE.finditer(text) if is_valid_resident_id(m.group())]
 
 
-def has_candidate(text: str) -> bool:
-    """Whether ``text`` holds 17 digits and a check character (``x`` too) between non-digits: the only
-    places :func:`mask_resident_ids` can change (cheap enough to test a whole JSON text first)."""
-    return _CANDIDATE.search(text) is not None
-
-
 def _is_id_like(candidate: str) -> bool:
     # Masking errs on the side of privacy: a lower-case x is an invalid id for the contract but is
     # still somebody's id, so it is masked too.
