@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sanyi import _checks, contracts, fastpath, patterns
+from test_checks import mutated
 from test_differential import SETTINGS
 
 END = "(?![\\s\\S])"
@@ -71,18 +72,8 @@ def assert_agrees(pattern: str, texts: list[str | None]) -> None:
         assert fastpath._f(pc.match_substring_regex(arr, re2(pattern))).to_pylist() == expected
 
 
-@st.composite
-def mutated(draw: st.DrawFn, values: st.SearchStrategy[str]) -> str:
-    """A value with one character replaced, inserted or deleted."""
-    text = draw(values)
-    at = draw(st.integers(0, len(text)))
-    char = draw(st.sampled_from(list("0aAbcdzZX9-.:+\n\\ ") + ["é", "０", "\u2028", "😀"]))
-    how = draw(st.sampled_from(["replace", "insert", "delete"]))
-    if how == "insert":
-        return text[:at] + char + text[at:]
-    if how == "delete":
-        return text[:at] + text[at + 1 :]
-    return text[:at] + char + text[at + 1 :]
+# The characters the patterns' classes hold, their neighbours, and characters of two to four bytes.
+MUTATIONS = "0aAbcdzZX9-.:+\n\\ é０\u2028😀"
 
 
 def test_every_contract_pattern_runs_as_a_dfa() -> None:
@@ -105,7 +96,7 @@ def test_unsupported_patterns_are_declined_and_still_checked() -> None:
 def test_matches_agree_with_the_reference(pattern: str) -> None:
     assert patterns.dfa(re2(pattern)) is not None
     valid = st.from_regex(pattern.removesuffix(END).removesuffix("$") + "\\Z", fullmatch=True)
-    values = st.one_of(valid, mutated(valid), st.text(max_size=30), st.none())
+    values = st.one_of(valid, mutated(valid, MUTATIONS), st.text(max_size=30), st.none())
 
     @SETTINGS
     @given(texts=st.lists(values, max_size=20))
