@@ -168,15 +168,14 @@ def _determinise(nfa: _Nfa, start: int, accept: int) -> tuple[bytes, int, int] |
     signature: dict[tuple[bool, ...], int] = {}
     classes = bytes(signature.setdefault(tuple(bool(m >> b & 1) for m in masks), len(signature)) for b in range(256))
     representative = {c: classes.index(c) for c in set(classes)}
-    dead: frozenset[int] = frozenset()
-    ids = {dead: 0, nfa.closure({start}): 1}
-    order = [dead, nfa.closure({start})]
+    order = [frozenset(), nfa.closure({start})]  # the dead state (no NFA state left) and the start
+    ids = {states: i for i, states in enumerate(order)}
     rows: list[list[int]] = []
     for current in order:  # grows while it is walked
         row = []
         for c in range(len(representative)):
             b = representative[c]
-            nxt = nfa.closure({t for s in current for m, t in nfa.edges[s] if m >> b & 1}) if current else dead
+            nxt = nfa.closure({t for s in current for m, t in nfa.edges[s] if m >> b & 1})
             if nxt not in ids:
                 if len(order) == MAX_STATES:
                     return None
