@@ -6,6 +6,7 @@ and ``mask_resident_ids``, on generated, mutated and hand-made values, nulls and
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 
 import pyarrow as pa
 import pytest
@@ -269,6 +270,70 @@ def test_malformed_calls_are_refused_before_any_byte_is_read() -> None:
                 pytest.fail(name)
     valid, micros = _checks.timestamps(good, data, 0, 1)
     assert valid == b"\x01" and int.from_bytes(micros, "little") == 1704067200 * 10**6
+
+
+def arrow_grid(x: pa.Array, places: int) -> tuple[list, list, list]:
+    """What the grid was, in Arrow's kernels: (multiple, exact, x · 10^places where exact)."""
+    import pyarrow.compute as pc
+
+    scale = 10.0**places
+    rounded = pc.round(pc.multiply(x, scale))
+    multiple = pc.equal(pc.divide(rounded, scale), x).fill_null(False)
+    exact = pc.and_(multiple, pc.less(pc.abs(x), 1e15 / scale).fill_null(False))
+    return multiple.to_pylist(), exact.to_pylist(), pc.cast(rounded, pa.int64(), safe=False).to_pylist()
+
+
+# Numbers as NDJSON carries them to the grid: at most 15 digits, a few decimals, either sign; with the
+# halves that rounding to even decides and values near the 1e15 bound.
+grid_numbers = st.one_of(
+    st.builds(lambda i, k: float(Decimal(i).scaleb(-k)), st.integers(-(10**15) + 1, 10**15 - 1), st.integers(0, 6)),
+    st.sampled_from([0.0, -0.0, 0.5, 1.5, 2.5, -2.5, 0.005, 0.015, 0.125, 1e15, -1e15, 999999999999.99, 1e13]),
+    st.floats(allow_nan=False, allow_infinity=False, min_value=-1e16, max_value=1e16),
+)
+
+
+@given(st.lists(st.one_of(st.none(), grid_numbers), max_size=40), st.integers(0, 6), st.integers(0, 3))
+def test_the_grid_is_what_arrows_kernels_give(values: list[float | None], places: int, cut: int) -> None:
+    x = pa.array(values, pa.float64()).slice(min(cut, len(values)))
+    grid = fastpath._Grid.of(x, places)
+    multiple, exact, scaled = arrow_grid(x, places)
+    assert grid.multiple.to_pylist() == multiple
+    assert grid.exact.to_pylist() == exact
+    assert grid.scaled.to_pylist() == [
+        None if v is None else s if e else 0 for v, e, s in zip(x.to_pylist(), exact, scaled, strict=True)
+    ]
+
+
+@given(st.lists(st.one_of(st.none(), grid_numbers), max_size=40), st.integers(0, 4))
+def test_grid_decimals_are_the_numbers_as_written(values: list[float | None], places: int) -> None:
+    x = pa.array(values, pa.float64())
+    grid = fastpath._Grid.of(x, places)
+    keep = grid.multiple  # the kept rows passed the places check
+    to = pa.decimal128(18, places)
+    got = grid.decimals(keep, to)
+    kept = [v for v, k in zip(values, keep.to_pylist(), strict=True) if k]
+    if grid.exact.true_count != grid.multiple.true_count:
+        assert got is None  # a multiple too large for int64 cents: the caller casts instead
+        return
+    assert got is not None and got.type == to
+    assert got.to_pylist() == [Decimal(repr(v)).quantize(Decimal(1).scaleb(-places)) for v in kept]
+
+
+def test_grid_signs_nulls_and_slices() -> None:
+    x = pa.array([None, -12.34, 5.0, -0.01, 0.015, None, -999999999999.99], pa.float64())
+    grid = fastpath._Grid.of(x.slice(1), 2)
+    assert grid.multiple.to_pylist() == [True, True, True, False, False, True]
+    assert grid.scaled.to_pylist() == [-1234, 500, -1, 0, None, -99999999999999]
+    got = grid.decimals(grid.multiple, pa.decimal128(18, 2))
+    assert got.to_pylist() == [Decimal("-12.34"), Decimal("5.00"), Decimal("-0.01"), Decimal("-999999999999.99")]
+    none = fastpath._Grid.of(pa.array([], pa.float64()), 2)
+    assert len(none.decimals(none.multiple, pa.decimal128(18, 2))) == 0
+    one = b"\0" * 8
+    for bad in ((b"", one, 0, 2, 2), (b"", one, 0, 1, 16), (b"", one, -1, 1, 2), (b"\0", one * 10, 0, 9, 2)):
+        with pytest.raises(ValueError):
+            _checks.grid(*bad)
+    with pytest.raises(ValueError):
+        _checks.widened(b"\0" * 8, 2)
 
 
 def test_a_missing_build_says_how_to_build_it() -> None:

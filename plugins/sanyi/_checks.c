@@ -10,6 +10,7 @@
  * kind of input. Null slots are read like any other (the caller masks them). */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -339,6 +340,102 @@ static PyObject *matches(PyObject *Py_UNUSED(module), PyObject *args) {
     return valid;
 }
 
+PyDoc_STRVAR(grid_doc,
+"grid(validity, values, offset, length, places) -> (multiple, exact, scaled)\n\n"
+"Per number of an Arrow float64 array (its validity bitmap, b'' when it has no nulls, and values buffer,\n"
+"offset, length), with s = 10^places (0 <= places <= 15) and r = x * s rounded half to even:\n"
+"``multiple``, r / s == x (an Arrow bitmap); ``exact``, that and |x| < 1e15 / s; ``scaled``, r as int64\n"
+"where exact, else 0. A null is neither (and 0). The arithmetic is Arrow's multiply, round\n"
+"and divide on doubles, in one pass (see sanyi.fastpath._grid).");
+
+static PyObject *grid(PyObject *Py_UNUSED(module), PyObject *args) {
+    Py_buffer validity_buf, values_buf;
+    Py_ssize_t offset, length;
+    int places;
+    if (!PyArg_ParseTuple(args, "y*y*nni", &validity_buf, &values_buf, &offset, &length, &places))
+        return NULL;
+    const char *problem = NULL;
+    if (places < 0 || places > 15)
+        problem = "places must be between 0 and 15";
+    else if (offset < 0 || length < 0 || (size_t)values_buf.len / sizeof(double) < (size_t)offset + (size_t)length)
+        problem = "offset and length do not fit the values buffer";
+    else if (validity_buf.len != 0 && (size_t)validity_buf.len < ((size_t)offset + (size_t)length + 7) / 8)
+        problem = "offset and length do not fit the validity bitmap";
+    if (problem != NULL) {
+        PyBuffer_Release(&validity_buf);
+        PyBuffer_Release(&values_buf);
+        PyErr_SetString(PyExc_ValueError, problem);
+        return NULL;
+    }
+    PyObject *multiple = zero_bitmap(length), *exact = zero_bitmap(length);
+    PyObject *scaled = PyBytes_FromStringAndSize(NULL, length * (Py_ssize_t)sizeof(int64_t));
+    PyObject *result = NULL;
+    if (multiple != NULL && exact != NULL && scaled != NULL) {
+        unsigned char *mult_bits = (unsigned char *)PyBytes_AS_STRING(multiple);
+        unsigned char *exact_bits = (unsigned char *)PyBytes_AS_STRING(exact);
+        int64_t *out = (int64_t *)PyBytes_AS_STRING(scaled);
+        const double *x = (const double *)values_buf.buf + offset;
+        const unsigned char *valid = validity_buf.len ? validity_buf.buf : NULL;
+        double s = 1.0;
+        for (int k = 0; k < places; k++)
+            s *= 10.0; /* exact: 10^15 < 2^53 */
+        const double limit = 1e15 / s;
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t i = 0; i < length; i++) {
+            size_t bit = (size_t)(offset + i);
+            out[i] = 0;
+            if (valid != NULL && !(valid[bit / 8] & (1u << (bit % 8))))
+                continue;
+            double r = nearbyint(x[i] * s); /* the default rounding mode: to nearest, ties to even */
+            if (r / s != x[i])
+                continue;
+            mult_bits[i / 8] |= (unsigned char)(1u << (i % 8));
+            if (fabs(x[i]) < limit) {
+                exact_bits[i / 8] |= (unsigned char)(1u << (i % 8));
+                out[i] = (int64_t)r;
+            }
+        }
+        Py_END_ALLOW_THREADS
+        result = PyTuple_Pack(3, multiple, exact, scaled);
+    }
+    Py_XDECREF(multiple);
+    Py_XDECREF(exact);
+    Py_XDECREF(scaled);
+    PyBuffer_Release(&validity_buf);
+    PyBuffer_Release(&values_buf);
+    return result;
+}
+
+PyDoc_STRVAR(widened_doc,
+"widened(values, length) -> bytes\n\n"
+"The first ``length`` int64 of ``values`` as Arrow decimal128 values (16 bytes each, little-endian, the\n"
+"sign extended): the unscaled integers of the decimals, whatever the scale.");
+
+static PyObject *widened(PyObject *Py_UNUSED(module), PyObject *args) {
+    Py_buffer values_buf;
+    Py_ssize_t length;
+    if (!PyArg_ParseTuple(args, "y*n", &values_buf, &length))
+        return NULL;
+    if (length < 0 || (size_t)values_buf.len / sizeof(int64_t) < (size_t)length) {
+        PyBuffer_Release(&values_buf);
+        PyErr_SetString(PyExc_ValueError, "length does not fit the values buffer");
+        return NULL;
+    }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, length * 2 * (Py_ssize_t)sizeof(int64_t));
+    if (out != NULL) {
+        const int64_t *v = values_buf.buf;
+        int64_t *w = (int64_t *)PyBytes_AS_STRING(out);
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t i = 0; i < length; i++) {
+            w[2 * i] = v[i];
+            w[2 * i + 1] = v[i] < 0 ? -1 : 0;
+        }
+        Py_END_ALLOW_THREADS
+    }
+    PyBuffer_Release(&values_buf);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"timestamps", timestamps, METH_VARARGS, timestamps_doc},
     {"dates", dates, METH_VARARGS, dates_doc},
@@ -346,13 +443,15 @@ static PyMethodDef methods[] = {
     {"holding_ids", holding_ids, METH_VARARGS, holding_ids_doc},
     {"maskable_ids", maskable_ids, METH_VARARGS, maskable_ids_doc},
     {"matches", matches, METH_VARARGS, matches_doc},
+    {"grid", grid, METH_VARARGS, grid_doc},
+    {"widened", widened, METH_VARARGS, widened_doc},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "sanyi._checks",
-    .m_doc = "Dates, timestamps, resident ids and patterns checked over a whole Arrow string array (see sanyi.fastpath).",
+    .m_doc = "Dates, timestamps, resident ids, patterns and decimal places checked over a whole Arrow string array (see sanyi.fastpath).",
     .m_size = -1,
     .m_methods = methods,
 };

@@ -608,6 +608,44 @@ def _iota(n: int) -> pa.Array:
     return iota.slice(0, n)
 
 
+@dataclass(frozen=True)
+class _Grid:
+    """Floats x read on the grid of 10^-places (``sanyi._checks.grid``: Arrow's multiply, round half to even
+    and divide, in one pass): ``multiple``, x is a multiple of 10^-places (the places check); ``exact``, that
+    and |x| < 1e15 / 10^places, so ``scaled`` (x · 10^places as int64, 0 where not exact; nulls kept) is
+    exactly the number as written, in units of 10^-places. False for a null."""
+
+    multiple: pa.Array
+    exact: pa.Array
+    scaled: pa.Array
+
+    @classmethod
+    def of(cls, x: pa.Array, places: int) -> _Grid:
+        n = len(x)
+        validity, values = x.buffers()
+        multiple, exact, scaled = extension("_checks").grid(
+            validity if x.null_count else b"", values, x.offset, n, places
+        )
+        ints = pa.Array.from_buffers(pa.int64(), n, [None, pa.py_buffer(scaled)])
+        if x.null_count:
+            ints = pc.if_else(pc.is_valid(x), ints, pa.scalar(None, pa.int64()))
+        return cls(_bitmap(multiple, n), _bitmap(exact, n), ints)
+
+    def decimals(self, keep: pa.Array, type_: pa.Decimal128Type) -> pa.Array | None:
+        """The kept rows' numbers as decimals of ``type_`` (whose scale is these places), or None unless every
+        multiple is exact (the kept rows passed the places check, so they are multiples)."""
+        if self.exact.true_count != self.multiple.true_count:
+            return None
+        ints = pc.filter(self.scaled, keep)
+        wide = extension("_checks").widened(ints.buffers()[1], len(ints)) if len(ints) else b""
+        validity = ints.buffers()[0] if ints.null_count else None
+        return pa.Array.from_buffers(type_, len(ints), [validity, pa.py_buffer(wide)])
+
+
+def _bitmap(bits: bytes, n: int) -> pa.Array:
+    return pa.Array.from_buffers(pa.bool_(), n, [None, pa.py_buffer(bits)])
+
+
 @dataclass
 class _Values:
     """One field's values in a chunk, as the checks see them (the JSON model, column-wise)."""
@@ -618,6 +656,15 @@ class _Values:
     floats: pa.Array | None = None  # numbers as float64 (kind "number" is stored as a double)
     exact: bool = False  # the float64 is exactly the number as written (NDJSON, <= 15 digits, no exponent)
     parsed: Any = None  # dates: days; timestamps: UTC microseconds (filled by the checks)
+    grids: dict[int, _Grid] = field(default_factory=dict)  # by places: see grid
+
+    def grid(self, places: int) -> _Grid:
+        """The exact floats (``exact``) on the grid of 10^-places, computed once per field and places (the
+        places check, the amount rule and the warehouse's decimals all read it)."""
+        if places not in self.grids:
+            assert self.floats is not None and self.exact
+            self.grids[places] = _Grid.of(self.floats, places)
+        return self.grids[places]
 
     def taken(self, rows: pa.Array) -> _Values:
         """These values at ``rows`` only (for a check that a few rows need), before any is parsed."""
@@ -727,8 +774,7 @@ def _float_checks(f: _Field, v: _Values) -> list[pa.Array]:
         else:
             out.append(_f(_OPS[op](v.decimal(), pa.scalar(bound, _DEC))))
     if f.places is not None:
-        scale = 10.0**f.places
-        out.append(_f(pc.equal(pc.divide(pc.round(pc.multiply(x, scale)), scale), x)))
+        out.append(v.grid(f.places).multiple)
     if f.kind == "integer":
         out.append(_f(pc.equal(pc.floor(x), x)))
     return out
@@ -843,7 +889,7 @@ def _amount_rule_ok(plan: _Plan, vals: dict[str, _Values]) -> pa.Array:
     q, p, a = vals["quantity"], vals["unit_price"], vals["amount"]
     fast: pa.Array | None = None
     if q.exact and p.exact and a.exact:
-        (qi, q_ok), (pi, p_ok), (ai, a_ok) = _on_grid(q.floats, 3), _on_grid(p.floats, 4), _on_grid(a.floats, 2)
+        (qi, q_ok), (pi, p_ok), (ai, a_ok) = ((g.scaled, g.exact) for g in (q.grid(3), p.grid(4), a.grid(2)))
         fits = _f(pc.less(pc.abs(pc.multiply(q.floats, p.floats)), 9e11))  # product < 9e18 ten-millionths
         fast = _f(pc.and_(pc.and_(q_ok, p_ok), pc.and_(a_ok, fits)))
         product = pc.multiply(pc.if_else(fast, qi, 0), pc.if_else(fast, pi, 0))
@@ -869,17 +915,6 @@ def _amount_decimal_ok(plan: _Plan, q: _Values, p: _Values, a: _Values) -> pa.Ar
     product = pc.multiply(pc.cast(qd, pa.decimal256(38, 18)), pc.cast(pd, pa.decimal256(24, 4), safe=False))
     rounded = pc.round(product, 2, round_mode="half_towards_infinity")
     return _f(pc.equal(pc.cast(ad, rounded.type), rounded))
-
-
-def _on_grid(x: pa.Array, places: int) -> tuple[pa.Array, pa.Array]:
-    """(x × 10^places as int64, whether that is exactly the number as written): the float holds a number
-    of at most 15 digits, and the integer divided back must give the same float (15 digits always
-    round-trip through a float64, and IEEE division rounds correctly) with at most 15 digits itself."""
-    scale = 10.0**places
-    small = _f(pc.less(pc.abs(x), 1e15 / scale))
-    scaled = pc.round(pc.multiply(pc.if_else(small, x, 0.0), scale))
-    exact = pc.and_(small, _f(pc.equal(pc.divide(scaled, scale), x)))
-    return pc.cast(scaled, pa.int64()), exact
 
 
 def _leading_id_valid(texts: pa.Array) -> pa.Array:
@@ -969,8 +1004,12 @@ def _convert(plan: _Plan, frame: _Frame, keep: pa.Array, line_nos: pa.Array) -> 
         elif kind == "integer":
             col = pc.cast(pc.filter(v.floats if v.exact else v.values, keep), pa.int64())
         elif kind in ("money", "price"):
-            # Kept rows are multiples of the quantum inside the bound: the cast is exact (float or decimal).
-            col = pc.cast(pc.filter(v.floats if v.exact else v.values, keep), schema.field(name).type)
+            # Kept rows are multiples of the quantum inside the bound: the cast is exact (float or decimal);
+            # the grid's integers, when every multiple is exact, are those decimals already.
+            to = schema.field(name).type
+            col = v.grid(to.scale).decimals(keep, to) if v.exact and f.places == to.scale else None
+            if col is None:
+                col = pc.cast(pc.filter(v.floats if v.exact else v.values, keep), to)
         elif kind == "number":
             col = pc.filter(v.floats, keep)
         elif kind == "boolean":
