@@ -1185,10 +1185,13 @@ class _AppendSink:
         self.conn = duckdb.connect(
             str(work / "keys.duckdb"),
             # Uncompressed: the table lives only as long as the load, and compressing it at each checkpoint
-            # cost a third of the inserts' CPU (measured: 0.6 → 0.4 CPU-s per million keys).
+            # cost a third of the inserts' CPU (measured: 0.6 → 0.4 CPU-s per million keys). One thread: the
+            # inserts already run beside the load, and DuckDB's second thread cost more CPU than it saved
+            # (measured, 1M lines: its threads 0.24-0.29 → 0.11-0.14 CPU-s, the keys and the final query
+            # together 0.05-0.10 CPU-s less; the query overlaps the last Parquet write anyway).
             config={
                 "memory_limit": "128MB",
-                "threads": 2,
+                "threads": 1,
                 "temp_directory": str(work / "spill"),
                 "force_compression": "uncompressed",
             },
