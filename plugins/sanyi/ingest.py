@@ -1163,8 +1163,9 @@ class _Background:
 class _AppendSink:
     """Good rows of an append dataset, written as Iceberg data files as they arrive; one commit at the end.
 
-    Keys go to a DuckDB table on disk (not memory) so that duplicates — a later line with a key already seen
-    in the file, or a key already stored — are found however large the file. Written files that hold a
+    Keys go to a DuckDB table, which spills to the load's work folder past DuckDB's memory limit, so that
+    duplicates — a later line with a key already seen in the file, or a key already stored — are found
+    however large the file. Written files that hold a
     duplicate line are rewritten without it before the commit (usually there are none).
 
     Key inserts and data-file writes run on two background threads (DuckDB and Parquet release the GIL), so
@@ -1183,12 +1184,16 @@ class _AppendSink:
         self.buffer: list[pa.Table] = []
         self.buffered = self.rows = 0
         self.conn = duckdb.connect(
-            str(work / "keys.duckdb"),
-            # Uncompressed: the table lives only as long as the load, and compressing it at each checkpoint
-            # cost a third of the inserts' CPU (measured: 0.6 → 0.4 CPU-s per million keys). One thread: the
-            # inserts already run beside the load, and DuckDB's second thread cost more CPU than it saved
-            # (measured, 1M lines: its threads 0.24-0.29 → 0.11-0.14 CPU-s, the keys and the final query
-            # together 0.05-0.10 CPU-s less; the query overlaps the last Parquet write anyway).
+            # In memory, not a database file: the table lives only as long as the load, and DuckDB spills an
+            # in-memory table to temp_directory past memory_limit just as well (measured: 10M keys, 260 MiB
+            # resident, 184 MiB spilled), without writing every insert to a log first and the whole table at
+            # each checkpoint and at close (1M keys: inserts 0.14 → 0.09 CPU-s, close 39 → 7 ms).
+            ":memory:",
+            # Uncompressed: compressing the table cost a third of the inserts' CPU (measured with a database
+            # file: 0.6 → 0.4 CPU-s per million keys). One thread: the inserts already run beside the load, and
+            # DuckDB's second thread cost more CPU than it saved (measured, 1M lines: its threads 0.24-0.29 →
+            # 0.11-0.14 CPU-s, the keys and the final query together 0.05-0.10 CPU-s less; the query overlaps
+            # the last Parquet write anyway).
             config={
                 "memory_limit": "128MB",
                 "threads": 1,
