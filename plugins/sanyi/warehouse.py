@@ -25,7 +25,7 @@ from pyiceberg.exceptions import CommitFailedException, NoSuchTableError, Valida
 from pyiceberg.expressions import AlwaysTrue, EqualTo
 from pyiceberg.table import Table
 from pyiceberg.transforms import MonthTransform
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from sanyi.config import Settings
 from sanyi.contracts import Dataset, load_datasets
@@ -178,9 +178,10 @@ class Warehouse:
             try:
                 self.catalog = SqlCatalog("sanyi", **catalog_properties(settings))
                 break
-            except (OperationalError, IntegrityError):
+            except (OperationalError, ProgrammingError, IntegrityError):
                 # On a fresh database, workers starting together race to create the catalog's own
-                # tables ("table iceberg_tables already exists"): the loser finds them made.
+                # tables ("table iceberg_tables already exists": OperationalError from SQLite,
+                # ProgrammingError from PostgreSQL): the loser finds them made.
                 if attempt == 2:
                     raise
                 time.sleep(0.1 * (1 + random.random()))
@@ -189,20 +190,19 @@ class Warehouse:
     def table(self, name: str, schema: pa.Schema | None = None, partition: str | None = None) -> Table:
         """Load ``name`` ("namespace.table"), creating it (and its namespace) when a schema is given."""
         try:
-            return self._with_table_properties(self.catalog.load_table(name))
+            table = self.catalog.load_table(name)
         except NoSuchTableError:
             if schema is None:
                 raise
-        namespace = name.split(".")[0]
-        try:
-            self.catalog.create_namespace_if_not_exists(namespace)
-        except IntegrityError:
-            pass  # created by a concurrent writer between pyiceberg's existence check and its insert
-        table = self.catalog.create_table_if_not_exists(
-            name,
-            schema=schema,
-            properties=TABLE_PROPERTIES,
-        )
+            namespace = name.split(".")[0]
+            try:
+                self.catalog.create_namespace_if_not_exists(namespace)
+            except IntegrityError:
+                pass  # created by a concurrent writer between pyiceberg's existence check and its insert
+            table = self.catalog.create_table_if_not_exists(name, schema=schema, properties=TABLE_PROPERTIES)
+        # The spec is a second commit after the table's creation, so a table loaded here may lack it for
+        # a moment (another worker just made it): it is added, or found added, before anything is written
+        # (files written unpartitioned and committed once the spec exists broke pyiceberg's manifest writer).
         if partition and not table.spec().fields:
             try:
                 with table.update_spec() as spec:
@@ -210,7 +210,7 @@ class Warehouse:
             except CommitFailedException:
                 pass  # another writer created the spec first
             table = self.catalog.load_table(name)
-        return table
+        return self._with_table_properties(table)
 
     def dataset_table(self, ds: Dataset) -> Table:
         return self.table(ds.table_name, ds.arrow_schema(), ds.partition)
