@@ -921,6 +921,10 @@ def _line_chunks(blocks: Iterator[bytes]) -> Iterator[bytes]:
 
 
 _VALIDATING = 2  # NDJSON chunks validated at the same time
+# Chunks handed to the validators at a time: one more than they validate, so that a validator done with its
+# chunk starts the next at once instead of waiting for the read (measured, 1M lines, 3 rounds: 418-426k ->
+# 433-437k rec/s, peak memory +40 MiB).
+_IN_FLIGHT = _VALIDATING + 1
 _VALIDATORS = ThreadPoolExecutor(_VALIDATING, thread_name_prefix="sanyi-validate")
 
 
@@ -982,7 +986,7 @@ class _Source:
 
     def ndjson(self, ds: contracts.Dataset) -> Iterator[fastpath.ChunkResult]:
         # Two chunks are validated at once (Arrow releases the GIL, so one chunk's parse overlaps the other's
-        # checks); results come out in file order.
+        # checks) and a third waits for the first validator free; results come out in file order.
         line, first = 1, True
         pending: collections.deque[Future[fastpath.ChunkResult]] = collections.deque()
         try:
@@ -994,7 +998,7 @@ class _Source:
                 starts = fastpath.line_starts(body)
                 pending.append(_VALIDATORS.submit(fastpath.check_ndjson, ds, body, line, starts=starts))
                 line += len(starts) - 1 - (1 if body and not body.endswith(b"\n") else 0)
-                if len(pending) >= _VALIDATING:
+                if len(pending) >= _IN_FLIGHT:
                     yield pending.popleft().result()
             while pending:
                 yield pending.popleft().result()
@@ -1544,7 +1548,8 @@ def _load(settings: Settings, row: FileRow, drop: DropPath, ds: contracts.Datase
     file_records: list[Any] | None = [] if ds.file_rules else None
     try:
         # Chunk k+1 is read and validated on a worker thread while chunk k is written (Arrow and Parquet
-        # release the GIL); at most two chunks are in memory beyond the one being written.
+        # release the GIL); at most four chunks are in memory beyond the one being written (_IN_FLIGHT, and one
+        # validated, waiting).
         for result in _prefetched(_results(settings, row, drop, ds, landing)):
             out.read += result.read
             errors.add(result.rejected)
