@@ -317,3 +317,22 @@ def test_joining_a_chunk_lets_other_threads_run() -> None:
     # validators run; bytes.join of a memoryview keeps the GIL through the copy.
     body = b"x" * (256 << 20)
     assert_lets_other_threads_run(lambda: _ndjson.joined(b"head", body, len(body) - 1), "copying")
+
+
+def test_lines_arrow_must_not_be_given_are_found_in_one_pass() -> None:
+    # A bare CR would end Arrow's row mid-line; a 16-digit number or an exponent is not exact in a float64; a
+    # line that does not open an object would shift rows against lines. Lines with a CR before their line
+    # break, numbers of 15 digits and decimals are given to Arrow.
+    plan = fastpath._plan(get_dataset("insurance", "settlements"))
+    lines = {
+        '{"line_no": 1}\n': False,
+        '{"line_no": 1}\r\n': False,
+        '{"amount": 123456789012.345}\n': False,
+        '{"line_no":\r1}\n': True,
+        '{"line_no": 1234567890123456}\n': True,
+        '{"amount": 1e3}\n': True,
+        "[1]\n": True,
+        "\n": True,
+    }
+    got = fastpath._structural_suspects(plan, pa.array(list(lines), pa.string()))
+    assert got.to_pylist() == list(lines.values())

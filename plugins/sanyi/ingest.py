@@ -1072,7 +1072,7 @@ def _finish_rows(
 ) -> pa.Table:
     """A chunk's good rows as warehouse rows: pseudonyms, and the ``_`` metadata columns."""
     n = good.num_rows
-    cols: dict[str, pa.Array] = {name: good.column(name).combine_chunks() for name in good.column_names}
+    cols: dict[str, pa.Array] = {name: fastpath.one_array(good.column(name)) for name in good.column_names}
     if "patient_id" in cols:
         cols["patient_id"] = privacy.pseudonymise_array(key, cols["patient_id"])
     cols["_business_date"] = pa.repeat(pa.scalar(drop.business_date, pa.date32()), n)
@@ -1088,7 +1088,7 @@ def _key_texts(table: pa.Table | pa.RecordBatch, key: tuple[str, ...]) -> pa.Arr
     joined by U+001F. Equal texts are equal keys, timestamps compared as instants."""
     parts = [pc.cast(_key_part(table.column(k)), pa.string()) for k in key]
     joined = parts[0] if len(parts) == 1 else pc.binary_join_element_wise(*parts, "\x1f")
-    return joined.combine_chunks() if isinstance(joined, pa.ChunkedArray) else joined
+    return fastpath.one_array(joined)
 
 
 def _key_part(values: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
