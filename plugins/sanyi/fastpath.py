@@ -645,6 +645,8 @@ class _Grid:
         if self.exact.true_count != self.multiple.true_count:
             return None
         ints = pc.filter(self.scaled, keep)
+        if ints.offset:  # the buffers from their start, as widened and from_buffers read them
+            ints = pa.concat_arrays([ints])
         wide = extension("_checks").widened(ints.buffers()[1], len(ints)) if len(ints) else b""
         validity = ints.buffers()[0] if ints.null_count else None
         return pa.Array.from_buffers(type_, len(ints), [validity, pa.py_buffer(wide)])
@@ -1548,7 +1550,7 @@ def _structural_suspects(plan: _Plan, lines: pa.Array, *, screen: bool = False) 
     pattern = f"{_LONG_NUMBER}|{plan.wrong_type}" if screen else _LONG_NUMBER
     # The bare CR joins the same regex pass (RE2 skips from colon or CR to the next): looking for a CR in the
     # whole chunk first cost a pass over it, and the lines given are usually a few the C reader declined.
-    return pc.or_(suspect, _f(pc.match_substring_regex(lines, f"{pattern}|\r[^\n]")))
+    return pc.or_(suspect, _f(pc.match_substring_regex(lines, rf"{pattern}|\r[^\n]")))
 
 
 def _parse_all(

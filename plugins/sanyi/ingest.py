@@ -1169,8 +1169,8 @@ class _AppendSink:
 
     Keys go to a DuckDB table, which spills to the load's work folder past DuckDB's memory limit, so that
     duplicates — a later line with a key already seen in the file, or a key already stored — are found
-    however large the file. Written files that hold a
-    duplicate line are rewritten without it before the commit (usually there are none).
+    however large the file. Written files that hold a duplicate line are rewritten without it before the
+    commit (usually there are none).
 
     Key inserts and data-file writes run on two background threads (DuckDB and Parquet release the GIL), so
     the loading thread goes on with the next chunk. The commit looks for duplicates as soon as the last keys
