@@ -1194,10 +1194,10 @@ class _AppendSink:
             # each checkpoint and at close (1M keys: inserts 0.14 → 0.09 CPU-s, close 39 → 7 ms).
             ":memory:",
             # Uncompressed: compressing the table cost a third of the inserts' CPU (measured with a database
-            # file: 0.6 → 0.4 CPU-s per million keys). One thread: the inserts already run beside the load, and
+            # file: 0.6 → 0.4 CPU-s per million keys). One thread for the inserts, which run beside the load:
             # DuckDB's second thread cost more CPU than it saved (measured, 1M lines: its threads 0.24-0.29 →
-            # 0.11-0.14 CPU-s, the keys and the final query together 0.05-0.10 CPU-s less; the query overlaps
-            # the last Parquet write anyway).
+            # 0.11-0.14 CPU-s). The duplicates query, in the load's tail, sets two (duplicate_lines.sql: 1M-line
+            # CSV, 3 A/B pairs, 597-639k → 624-655k rec/s; NDJSON unchanged, its tail has a Parquet write).
             config={
                 "memory_limit": "128MB",
                 "threads": 1,
