@@ -716,15 +716,20 @@ def _pseudonymised(record: dict[str, Any], key: bytes) -> tuple[dict[str, Any], 
     return rec, pseudonym
 
 
-def _masked_errors(chunk: list[list[validation.RecordError]]) -> list[list[validation.RecordError]]:
-    """Each record's errors with their paths and messages masked, before they are written as JSON, which
-    could join an id's digits to an escape's (see validation._show_value). A path names a member the agency
-    chose, which can be an id. The validator masked them already, so one search over the chunk's paths and
-    messages (a line break between each) usually finds nothing to mask."""
-    if not fastpath.maskable_text("\n".join(f"{e.path}\n{e.message}" for errors in chunk for e in errors)):
-        return chunk
+def _with_masked_errors(rejected: list[fastpath.Rejected]) -> list[fastpath.Rejected]:
+    """A chunk's rejected records with their errors' paths and messages masked, once for both the errors file
+    and quarantine, before either writes them as JSON, which could join an id's digits to an escape's (see
+    validation._show_value). A path names a member the agency chose, which can be an id. The validator masked
+    them already, so one search over the chunk's paths and messages (a line break between each) usually finds
+    nothing to mask."""
+    if not fastpath.maskable_text("\n".join(f"{e.path}\n{e.message}" for r in rejected for e in r.errors)):
+        return rejected
     mask = privacy.mask_resident_ids
-    return [[validation.RecordError(mask(e.path), e.rule, mask(e.message)) for e in errors] for errors in chunk]
+    return [
+        fastpath.Rejected(r.line, r.record, [validation.RecordError(mask(e.path), e.rule, mask(e.message))
+                                             for e in r.errors])
+        for r in rejected
+    ]
 
 
 def _masked(value: Any) -> Any:
@@ -1346,9 +1351,8 @@ class _ErrorLines:
         self.fh = path.open("w", encoding="utf-8")
 
     def add(self, rejected: list[fastpath.Rejected]) -> None:
-        """The errors of a chunk's rejected records."""
-        masked = _masked_errors([r.errors for r in rejected])
-        errors = [(r.line, e) for r, errs in zip(rejected, masked, strict=True) for e in errs]
+        """The errors of a chunk's rejected records (masked: :func:`_with_masked_errors`)."""
+        errors = [(r.line, e) for r in rejected for e in r.errors]
         if not errors:
             return
         text = validation.error_lines(errors)
@@ -1382,7 +1386,6 @@ class _Quarantine:
         if not rejected:
             return
         n = len(rejected)
-        masked = _masked_errors([r.errors for r in rejected])
         columns = {
             "agency": self.ds.agency,
             "dataset": self.ds.name,
@@ -1391,7 +1394,7 @@ class _Quarantine:
             "business_date": self.drop.business_date,
             "line_no": [r.line for r in rejected],
             "record": _safe_records_json([r.record for r in rejected], self.key),
-            "errors": [_JSON.encode([e.as_dict() for e in errors]) for errors in masked],
+            "errors": [_JSON.encode([e.as_dict() for e in r.errors]) for r in rejected],
             "quarantined_at": self.now,
         }
         arrays = [
@@ -1552,8 +1555,9 @@ def _load(settings: Settings, row: FileRow, drop: DropPath, ds: contracts.Datase
         # validated, waiting).
         for result in _prefetched(_results(settings, row, drop, ds, landing)):
             out.read += result.read
-            errors.add(result.rejected)
-            quarantine.add(result.rejected)
+            rejected = _with_masked_errors(result.rejected)
+            errors.add(rejected)
+            quarantine.add(rejected)
             if file_records is not None and result.records:
                 file_records.extend(result.records)
             if sink is not None and result.good.num_rows:
