@@ -87,6 +87,14 @@ def test_bench_runs_small_and_writes_comparable_results(tmp_path):
     assert res["floor_ndjson_rps"] == floor["lines"] / (floor["cpu_seconds"] / res["cpu_count"])
     assert res["ratio_vs_raw_parse"]["floor_ndjson"] == res["floor_ndjson_rps"] / res["raw_parse_ndjson_rps"]
     assert "ingest floor NDJSON (no checks)" in proc.stdout
+    # The CSV's floor: every line of the file split into cells, the rows the CSV ingest loaded written, no
+    # pseudonyms (the trace events hold no resident id).
+    floor_csv = res["floor_csv"]
+    assert floor_csv["lines"] == lines and floor_csv["loaded_rows_written"] == res["ingest"]["csv"]["loaded"]
+    assert set(floor_csv["cpu_seconds_by_part"]) == {"sha256", "parse", "parquet_write"}
+    assert res["floor_csv_rps"] == floor_csv["lines"] / (floor_csv["cpu_seconds"] / res["cpu_count"])
+    assert res["ratio_vs_raw_parse"]["floor_csv"] == res["floor_csv_rps"] / res["raw_parse_csv_rps"]
+    assert "ingest floor CSV (no checks)" in proc.stdout
     assert not list((tmp_path / "home").glob("**/*.readable.ndjson"))
     for key in ("ingest_ndjson_rps", "ingest_csv_rps", "jsonschema_ndjson_rps", "raw_parse_ndjson_rps"):
         assert res[key] > 0
