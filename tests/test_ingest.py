@@ -417,3 +417,25 @@ def test_errors_file_is_stored_from_disk_not_built_in_memory(settings, monkeypat
     size = len(open_bucket(settings.receipts_url).read_bytes(SETTLE_KEY + ".errors.ndjson"))
     assert size > 2_000_000 and receipt_json(settings, SETTLE_KEY)["counts"]["rejected"] == lines
     assert peaks and peaks[0] < size / 10  # the file's text was never held whole
+
+
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_a_file_is_read_in_blocks_growing_to_a_chunk_and_loses_no_byte(gzipped):
+    # The first blocks are small so that validation starts before a whole chunk is read and hashed.
+    import io
+    import itertools
+
+    from sanyi import ingest
+
+    assert list(itertools.islice(ingest._block_sizes(16 << 20), 6)) == [2 << 20, 4 << 20, 8 << 20] + [16 << 20] * 3
+    assert list(itertools.islice(ingest._block_sizes(3), 3)) == [1, 2, 3]  # never a block of 0 bytes
+    mib = 1 << 20
+    data = bytes(range(256)) * (20 * mib // 256)
+    # gzip content is decompressed 1 MiB at a time: blocks of the sizes asked for, in whole MiB
+    size = 8 * mib if gzipped else 1 << 17
+    raw = ingest._HashingReader(io.BytesIO(gzip.compress(data, compresslevel=1) if gzipped else data))
+    blocks = list(ingest._blocks(raw, gzipped, limit=1 << 30, size=size))
+    assert b"".join(blocks) == data
+    first = [1 * mib, 2 * mib, 4 * mib] if gzipped else [16384, 32768, 65536]
+    assert [len(b) for b in blocks[:4]] == [*first, size]
+    assert all(len(b) == size for b in blocks[3:-1])
