@@ -291,6 +291,33 @@ def test_the_last_rows_are_written_as_two_files_when_they_are_many(settings, mon
     assert len(rows(settings, "insurance.settlements")) == lines
 
 
+def test_the_last_rows_write_does_not_wait_for_the_write_before_it(settings, monkeypatch):
+    # The write before the last often starts near the end of the file: queued behind it, the last rows'
+    # write held up the commit. Here the first write finishes only once another write has started.
+    import itertools
+    import threading
+
+    from sanyi import ingest
+
+    monkeypatch.setattr(ingest, "WRITE_ROWS", 8)
+    monkeypatch.setattr(ingest, "CHUNK_BYTES", 600)  # a line or two per chunk: the rows come a few at a time
+    real, started, calls, waited = ingest.write_data_files, threading.Event(), itertools.count(), []
+
+    def write(table, data, **kwargs):
+        if next(calls) == 0:
+            waited.append(started.wait(timeout=10))  # False: the writes ran one after the other
+        else:
+            started.set()
+        return real(table, data, **kwargs)
+
+    monkeypatch.setattr(ingest, "write_data_files", write)
+    drop(settings, SETTLE_KEY, ndjson([settlement(i) for i in range(1, 13)]))  # 8 rows or so, then the last
+    (file_id,) = discover(settings)
+    assert process_file(settings, file_id).loaded == 12
+    assert waited == [True]
+    assert len(rows(settings, "insurance.settlements")) == 12
+
+
 def test_loads_take_arrow_memory_from_jemalloc_unless_the_operator_chose_a_pool(settings, monkeypatch):
     # mimalloc's fresh 2 MiB huge pages, zeroed by the kernel, cost 8 % of a load's CPU (11 % for CSV).
     import pyarrow as pa
