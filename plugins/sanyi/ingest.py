@@ -1191,8 +1191,8 @@ class _AppendSink:
     however large the file. Written files that hold a duplicate line are rewritten without it before the
     commit (usually there are none).
 
-    Key inserts and data-file writes run on two background threads (DuckDB and Parquet release the GIL), so
-    the loading thread goes on with the next chunk. The commit looks for duplicates as soon as the last keys
+    Key inserts (one thread) and data-file writes (two) run in the background (DuckDB and Parquet release the
+    GIL), so the loading thread goes on with the next chunk. The commit looks for duplicates as soon as the last keys
     are in, while the last data file is still being written (measured on 1M lines, 2 cores: the commit took
     0.22-0.23 s instead of 0.26-0.28, in a tail where one core was mostly idle).
     """
