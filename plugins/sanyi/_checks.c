@@ -346,7 +346,7 @@ PyDoc_STRVAR(grid_doc,
 "offset, length), with s = 10^places (0 <= places <= 15) and r = x * s rounded half to even:\n"
 "``multiple``, r / s == x (an Arrow bitmap); ``exact``, that and |x| < 1e15 / s; ``scaled``, r as int64\n"
 "where exact, else 0. A null is neither (and 0). The arithmetic is Arrow's multiply, round\n"
-"and divide on doubles, in one pass (see sanyi.fastpath._grid).");
+"and divide on doubles, in one pass (see sanyi.fastpath._Grid).");
 
 static PyObject *grid(PyObject *Py_UNUSED(module), PyObject *args) {
     Py_buffer validity_buf, values_buf;
@@ -451,7 +451,7 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "sanyi._checks",
-    .m_doc = "Dates, timestamps, resident ids, patterns and decimal places checked over a whole Arrow string array (see sanyi.fastpath).",
+    .m_doc = "Dates, timestamps, resident ids and patterns checked over a whole Arrow string array, and decimal places over a float64 array (see sanyi.fastpath).",
     .m_size = -1,
     .m_methods = methods,
 };

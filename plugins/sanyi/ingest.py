@@ -1192,9 +1192,9 @@ class _AppendSink:
     commit (usually there are none).
 
     Key inserts (one thread) and data-file writes (two) run in the background (DuckDB and Parquet release the
-    GIL), so the loading thread goes on with the next chunk. The commit looks for duplicates as soon as the last keys
-    are in, while the last data file is still being written (measured on 1M lines, 2 cores: the commit took
-    0.22-0.23 s instead of 0.26-0.28, in a tail where one core was mostly idle).
+    GIL), so the loading thread goes on with the next chunk. The commit looks for duplicates as soon as the
+    last keys are in, while the last data file is still being written (measured on 1M lines, 2 cores: the
+    commit took 0.22-0.23 s instead of 0.26-0.28, in a tail where one core was mostly idle).
     """
 
     def __init__(self, settings: Settings, warehouse: Warehouse, ds: contracts.Dataset, work: Path) -> None:

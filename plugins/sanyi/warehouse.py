@@ -8,6 +8,7 @@ load detectable after the fact. Queries go through DuckDB over Arrow scans (:met
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
@@ -194,21 +195,18 @@ class Warehouse:
         except NoSuchTableError:
             if schema is None:
                 raise
-            namespace = name.split(".")[0]
-            try:
-                self.catalog.create_namespace_if_not_exists(namespace)
-            except IntegrityError:
-                pass  # created by a concurrent writer between pyiceberg's existence check and its insert
+            # A concurrent writer may create the namespace between pyiceberg's existence check and its insert:
+            # the IntegrityError then says it exists, which is what this wanted.
+            with contextlib.suppress(IntegrityError):
+                self.catalog.create_namespace_if_not_exists(name.split(".")[0])
             table = self.catalog.create_table_if_not_exists(name, schema=schema, properties=TABLE_PROPERTIES)
         # The spec is a second commit after the table's creation, so a table loaded here may lack it for
         # a moment (another worker just made it): it is added, or found added, before anything is written
         # (files written unpartitioned and committed once the spec exists broke pyiceberg's manifest writer).
         if partition and not table.spec().fields:
-            try:
-                with table.update_spec() as spec:
-                    spec.add_field(partition, MonthTransform(), f"{partition}_month")
-            except CommitFailedException:
-                pass  # another writer created the spec first
+            # Added here, or by another writer first (CommitFailedException): the reload below has it either way.
+            with contextlib.suppress(CommitFailedException), table.update_spec() as spec:
+                spec.add_field(partition, MonthTransform(), f"{partition}_month")
             table = self.catalog.load_table(name)
         return self._with_table_properties(table)
 
